@@ -1,0 +1,3 @@
+//! no_std inference for exported L-Softmax models.
+#![no_std]
+#![forbid(unsafe_code)]

