@@ -74,7 +74,11 @@ impl ArchSpec {
                     }
                     layers.push(LayerSpec::MaxPool2);
                 }
-                layers.extend([LayerSpec::Flatten, LayerSpec::Linear { out: 256 }, LayerSpec::BatchNorm]);
+                layers.extend([
+                    LayerSpec::Flatten,
+                    LayerSpec::Linear { out: 256 },
+                    LayerSpec::BatchNorm,
+                ]);
             }
             // The seed's 2-d feature net for Fig. 2 (its `MNISTFIG2Net`).
             "fig2" => {
@@ -83,7 +87,11 @@ impl ArchSpec {
                     layers.extend(group(ch, 5, 2));
                     layers.push(LayerSpec::MaxPool2);
                 }
-                layers.extend([LayerSpec::Flatten, LayerSpec::Linear { out: 2 }, LayerSpec::BatchNorm]);
+                layers.extend([
+                    LayerSpec::Flatten,
+                    LayerSpec::Linear { out: 2 },
+                    LayerSpec::BatchNorm,
+                ]);
             }
             // A small net for tests and the quickstart: about a minute per epoch-pair on 2 cores.
             "tiny" => {
@@ -91,7 +99,11 @@ impl ArchSpec {
                 layers.push(LayerSpec::MaxPool2);
                 layers.extend(group(32, 5, 2));
                 layers.push(LayerSpec::MaxPool2);
-                layers.extend([LayerSpec::Flatten, LayerSpec::Linear { out: 64 }, LayerSpec::BatchNorm]);
+                layers.extend([
+                    LayerSpec::Flatten,
+                    LayerSpec::Linear { out: 64 },
+                    LayerSpec::BatchNorm,
+                ]);
             }
             _ => return None,
         }
@@ -118,7 +130,10 @@ impl ArchSpec {
                         return err("convolution after Flatten".into());
                     }
                     if k == 0 || out == 0 || s[1] + 2 * pad < k || s[2] + 2 * pad < k {
-                        return err(format!("kernel {k} with padding {pad} does not fit a {}x{} input", s[1], s[2]));
+                        return err(format!(
+                            "kernel {k} with padding {pad} does not fit a {}x{} input",
+                            s[1], s[2]
+                        ));
                     }
                     [out, s[1] + 2 * pad + 1 - k, s[2] + 2 * pad + 1 - k]
                 }
@@ -170,10 +185,17 @@ mod tests {
         assert_eq!(shapes[2], [64, 26, 26]);
         assert_eq!(*shapes.iter().rev().nth(2).unwrap(), [576, 1, 1]);
         assert_eq!(paper.features().unwrap(), 256);
-        let convs = paper.layers.iter().filter(|l| matches!(l, LayerSpec::Conv { .. })).count();
+        let convs = paper
+            .layers
+            .iter()
+            .filter(|l| matches!(l, LayerSpec::Conv { .. }))
+            .count();
         assert_eq!(convs, 11);
         let fig2 = ArchSpec::preset("fig2").unwrap();
-        assert_eq!(*fig2.shapes().unwrap().iter().rev().nth(2).unwrap(), [1152, 1, 1]);
+        assert_eq!(
+            *fig2.shapes().unwrap().iter().rev().nth(2).unwrap(),
+            [1152, 1, 1]
+        );
         assert_eq!(fig2.features().unwrap(), 2);
         assert!(ArchSpec::preset("tiny").unwrap().shapes().is_ok());
         assert!(ArchSpec::preset("nope").is_none());
@@ -185,7 +207,14 @@ mod tests {
         a.layers.insert(0, LayerSpec::Linear { out: 3 });
         assert!(a.shapes().unwrap_err().starts_with("layer 0"));
         let mut b = ArchSpec::preset("tiny").unwrap();
-        b.layers.insert(0, LayerSpec::Conv { out: 4, k: 40, pad: 0 });
+        b.layers.insert(
+            0,
+            LayerSpec::Conv {
+                out: 4,
+                k: 40,
+                pad: 0,
+            },
+        );
         assert!(b.shapes().unwrap_err().contains("does not fit"));
     }
 }

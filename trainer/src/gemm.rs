@@ -74,8 +74,11 @@ impl<'a> Mat<'a> {
         } else {
             (self.rows - 1) * self.ld + self.cols
         };
-        let v = ArrayView2::from_shape((self.rows, self.cols).strides((self.ld, 1)), &self.data[..len])
-            .expect("matrix operand does not fit its storage");
+        let v = ArrayView2::from_shape(
+            (self.rows, self.cols).strides((self.ld, 1)),
+            &self.data[..len],
+        )
+        .expect("matrix operand does not fit its storage");
         if self.trans {
             v.reversed_axes()
         } else {
@@ -106,11 +109,33 @@ pub fn gemm(alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: &mut [f32], ldc: u
 /// shape) that is valid for reads and writes, and no other thread may access those elements
 /// during the call.
 pub unsafe fn gemm_raw(alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: *mut f32, ldc: usize) {
-    let (m, k) = if a.trans { (a.cols, a.rows) } else { (a.rows, a.cols) };
-    let (kb, n) = if b.trans { (b.cols, b.rows) } else { (b.rows, b.cols) };
+    let (m, k) = if a.trans {
+        (a.cols, a.rows)
+    } else {
+        (a.rows, a.cols)
+    };
+    let (kb, n) = if b.trans {
+        (b.cols, b.rows)
+    } else {
+        (b.rows, b.cols)
+    };
     assert_eq!(k, kb, "gemm inner dimensions differ");
-    assert!(a.data.len() >= if a.rows == 0 { 0 } else { (a.rows - 1) * a.ld + a.cols });
-    assert!(b.data.len() >= if b.rows == 0 { 0 } else { (b.rows - 1) * b.ld + b.cols });
+    assert!(
+        a.data.len()
+            >= if a.rows == 0 {
+                0
+            } else {
+                (a.rows - 1) * a.ld + a.cols
+            }
+    );
+    assert!(
+        b.data.len()
+            >= if b.rows == 0 {
+                0
+            } else {
+                (b.rows - 1) * b.ld + b.cols
+            }
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -168,12 +193,26 @@ mod tests {
         let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
         let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
         let mut c2 = vec![0.0; m * n];
-        gemm(1.0, Mat::new(&at, k, m).t(), Mat::new(&bt, n, k).t(), 0.0, &mut c2, n);
+        gemm(
+            1.0,
+            Mat::new(&at, k, m).t(),
+            Mat::new(&bt, n, k).t(),
+            0.0,
+            &mut c2,
+            n,
+        );
         assert_eq!(c2, want);
         // Strided output, accumulating.
         let ldc = n + 5;
         let mut c3 = vec![1.0; m * ldc];
-        gemm(1.0, Mat::new(&a, m, k), Mat::new(&b, k, n), 1.0, &mut c3, ldc);
+        gemm(
+            1.0,
+            Mat::new(&a, m, k),
+            Mat::new(&b, k, n),
+            1.0,
+            &mut c3,
+            ldc,
+        );
         for i in 0..m {
             for j in 0..n {
                 assert_eq!(c3[i * ldc + j], want[i * n + j] + 1.0);

@@ -121,7 +121,10 @@ impl LSoftmax {
     }
 
     fn column(&self, j: usize) -> impl Iterator<Item = f64> + '_ {
-        self.weight[j..].iter().step_by(self.classes).map(|&v| v as f64)
+        self.weight[j..]
+            .iter()
+            .step_by(self.classes)
+            .map(|&v| v as f64)
     }
 
     /// Plain logits `W^T x` for flat features `x` of shape `[inp, N]`.
@@ -235,7 +238,12 @@ impl LSoftmax {
 
 /// Softmax cross-entropy averaged over the batch: returns the loss, the number of samples whose
 /// largest logit is the target, and writes `dlogits = (softmax - onehot) / N`.
-pub fn softmax_cross_entropy(logits: &[f32], classes: usize, targets: &[u8], dlogits: &mut Vec<f32>) -> (f64, usize) {
+pub fn softmax_cross_entropy(
+    logits: &[f32],
+    classes: usize,
+    targets: &[u8],
+    dlogits: &mut Vec<f32>,
+) -> (f64, usize) {
     let n = targets.len();
     assert_eq!(logits.len(), n * classes, "logits size");
     dlogits.clear();
@@ -281,11 +289,17 @@ mod tests {
             for i in 0..50 {
                 let theta = i as f64 * std::f64::consts::PI / 49.0;
                 let (v, d) = cos_m_theta(m, theta.cos());
-                assert!((v - (m as f64 * theta).cos()).abs() < 1e-12, "m={m} theta={theta}");
+                assert!(
+                    (v - (m as f64 * theta).cos()).abs() < 1e-12,
+                    "m={m} theta={theta}"
+                );
                 // d cos(m theta) / d cos(theta) = m sin(m theta) / sin(theta)
                 if theta.sin() > 1e-3 {
                     let want = m as f64 * (m as f64 * theta).sin() / theta.sin();
-                    assert!((d - want).abs() < 1e-8 * want.abs().max(1.0), "m={m} theta={theta}: {d} vs {want}");
+                    assert!(
+                        (d - want).abs() < 1e-8 * want.abs().max(1.0),
+                        "m={m} theta={theta}: {d} vs {want}"
+                    );
                 }
             }
         }
@@ -298,9 +312,15 @@ mod tests {
             for i in 0..=2000 {
                 let theta = i as f64 * std::f64::consts::PI / 2000.0;
                 let (p, _) = psi(m, theta.cos());
-                assert!(p <= prev + 1e-9, "m={m}: psi not decreasing at theta={theta}");
+                assert!(
+                    p <= prev + 1e-9,
+                    "m={m}: psi not decreasing at theta={theta}"
+                );
                 if i > 0 {
-                    assert!((prev - p).abs() < 0.02 * m as f64, "m={m}: jump at theta={theta}");
+                    assert!(
+                        (prev - p).abs() < 0.02 * m as f64,
+                        "m={m}: jump at theta={theta}"
+                    );
                 }
                 prev = p;
             }
@@ -320,13 +340,29 @@ mod tests {
         head.backward(x, n, &r);
         let (dx, dw) = (head.dx.clone(), head.dweight.clone());
         let mut probe = head.clone();
-        gradcheck::check(&format!("lsoftmax m={m} dx"), x, &dx, |xs| gradcheck::dot(&r, probe.forward_train(xs, n, targets, lambda)), 1e-3, 2e-3, 64);
+        gradcheck::check(
+            &format!("lsoftmax m={m} dx"),
+            x,
+            &dx,
+            |xs| gradcheck::dot(&r, probe.forward_train(xs, n, targets, lambda)),
+            1e-3,
+            2e-3,
+            64,
+        );
         let xs = x.to_vec();
         let mut ws = w.to_vec();
-        gradcheck::check(&format!("lsoftmax m={m} dW"), &mut ws, &dw, |ws| {
-            probe.weight.copy_from_slice(ws);
-            gradcheck::dot(&r, probe.forward_train(&xs, n, targets, lambda))
-        }, 1e-3, 2e-3, 64);
+        gradcheck::check(
+            &format!("lsoftmax m={m} dW"),
+            &mut ws,
+            &dw,
+            |ws| {
+                probe.weight.copy_from_slice(ws);
+                gradcheck::dot(&r, probe.forward_train(&xs, n, targets, lambda))
+            },
+            1e-3,
+            2e-3,
+            64,
+        );
     }
 
     #[test]
@@ -336,7 +372,9 @@ mod tests {
             for (seed, lambda) in [(1u64, 0.0), (2, 0.5), (3, 10.0)] {
                 let mut x = gradcheck::random(d * n, seed);
                 let w = gradcheck::random(d * 10, seed + 100);
-                let targets: Vec<u8> = (0..n).map(|i| ((i * 3 + seed as usize) % 10) as u8).collect();
+                let targets: Vec<u8> = (0..n)
+                    .map(|i| ((i * 3 + seed as usize) % 10) as u8)
+                    .collect();
                 grad_check_head(m, &mut x, &w, n, &targets, lambda);
             }
         }
@@ -348,7 +386,9 @@ mod tests {
     fn gradients_match_at_many_angles_including_k_boundaries() {
         let d = 2;
         for m in 1..=4u32 {
-            let mut angles: Vec<f64> = (1..60).map(|i| i as f64 * std::f64::consts::PI / 60.0).collect();
+            let mut angles: Vec<f64> = (1..60)
+                .map(|i| i as f64 * std::f64::consts::PI / 60.0)
+                .collect();
             for j in 1..m {
                 let b = j as f64 * std::f64::consts::PI / m as f64;
                 angles.extend([b - 1e-2, b - 1e-3, b + 1e-3, b + 1e-2]);
@@ -416,6 +456,14 @@ mod tests {
         let mut dl = Vec::new();
         softmax_cross_entropy(&logits, 10, &targets, &mut dl);
         let mut scratch = Vec::new();
-        gradcheck::check("cross-entropy", &mut logits, &dl.clone(), |l| softmax_cross_entropy(l, 10, &targets, &mut scratch).0, 1e-3, 1e-3, 40);
+        gradcheck::check(
+            "cross-entropy",
+            &mut logits,
+            &dl.clone(),
+            |l| softmax_cross_entropy(l, 10, &targets, &mut scratch).0,
+            1e-3,
+            1e-3,
+            40,
+        );
     }
 }

@@ -27,14 +27,22 @@ fn run(cli: Cli) -> Result<()> {
         if t == 0 {
             bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("setting up the thread pool")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .context("setting up the thread pool")?;
     }
     match cli.command {
         Command::FetchData(a) => {
             let dir = data_dir(&a);
             mnist::fetch(&dir).with_context(|| format!("fetching MNIST into {}", dir.display()))?;
             let m = mnist::load_dir(&dir)?;
-            println!("MNIST ready in {}: {} training and {} test images", dir.display(), m.train.len(), m.test.len());
+            println!(
+                "MNIST ready in {}: {} training and {} test images",
+                dir.display(),
+                m.train.len(),
+                m.test.len()
+            );
             Ok(())
         }
         Command::Train(a) => train_cmd(a),
@@ -55,24 +63,40 @@ fn load_data(a: &DataArgs) -> Result<mnist::Mnist> {
 fn arch_from(preset: &str, file: Option<&Path>) -> Result<ArchSpec> {
     match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let spec: ArchSpec = serde_json::from_str(&text).with_context(|| format!("{} is not a valid architecture spec", path.display()))?;
-            spec.shapes().map_err(anyhow::Error::msg).with_context(|| format!("architecture {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let spec: ArchSpec = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a valid architecture spec", path.display()))?;
+            spec.shapes()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("architecture {}", path.display()))?;
             Ok(spec)
         }
-        None => ArchSpec::preset(preset).with_context(|| format!("unknown preset '{preset}'; choose one of {}", PRESETS.join(", "))),
+        None => ArchSpec::preset(preset).with_context(|| {
+            format!(
+                "unknown preset '{preset}'; choose one of {}",
+                PRESETS.join(", ")
+            )
+        }),
     }
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
     let arch = arch_from(&a.preset, a.arch.as_deref())?;
-    let dir = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-m{}", arch.name, a.margin)));
+    let dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-m{}", arch.name, a.margin)));
     let mut trainer = if a.resume {
         let path = train::RunPaths::new(&dir).checkpoint;
-        let ck = Checkpoint::load(&path).with_context(|| format!("--resume: cannot read {}", path.display()))?;
+        let ck = Checkpoint::load(&path)
+            .with_context(|| format!("--resume: cannot read {}", path.display()))?;
         let mut t = Trainer::from_checkpoint(ck)?;
         if a.epochs != t.config.epochs {
-            eprintln!("resuming with --epochs {} (the run was configured for {})", a.epochs, t.config.epochs);
+            eprintln!(
+                "resuming with --epochs {} (the run was configured for {})",
+                a.epochs, t.config.epochs
+            );
             t.config.epochs = a.epochs;
         }
         eprintln!("resuming {} after epoch {}", dir.display(), t.epochs_done);
@@ -117,14 +141,23 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     let params = trainer.net.parameter_count();
     eprintln!(
         "training {} (m = {}, {} parameters) for {} epochs, batch {}, lr {}, into {}",
-        trainer.config.arch.name, trainer.config.margin, params, trainer.config.epochs, trainer.config.batch, trainer.config.lr, dir.display()
+        trainer.config.arch.name,
+        trainer.config.margin,
+        params,
+        trainer.config.epochs,
+        trainer.config.batch,
+        trainer.config.lr,
+        dir.display()
     );
     let opts = RunOptions {
         progress: !a.quiet,
         stop_after: a.stop_after,
     };
     if let Some(eval) = train::run(&mut trainer, &data, &dir, &opts)? {
-        println!("test accuracy after {} epochs: {:.2}% (loss {:.4})", trainer.epochs_done, eval.accuracy, eval.loss);
+        println!(
+            "test accuracy after {} epochs: {:.2}% (loss {:.4})",
+            trainer.epochs_done, eval.accuracy, eval.loss
+        );
     }
     Ok(())
 }
@@ -136,7 +169,10 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let mut net = t.net;
     let data = load_data(&a.data)?;
     let e = evaluate(&mut net, &data.test, None);
-    println!("{} (m = {}) after {} epochs: test accuracy {:.2}% ({} images), loss {:.4}", net.spec.name, net.head.margin, epochs, e.accuracy, e.count, e.loss);
+    println!(
+        "{} (m = {}) after {} epochs: test accuracy {:.2}% ({} images), loss {:.4}",
+        net.spec.name, net.head.margin, epochs, e.accuracy, e.count, e.loss
+    );
     println!("confusion matrix (rows: true class, columns: predicted):");
     print!("      ");
     for j in 0..e.confusion.len() {
@@ -164,7 +200,12 @@ fn peak_rss() -> Option<u64> {
 fn bench_cmd(a: BenchArgs) -> Result<()> {
     let arch = arch_from(&a.preset, None)?;
     let data = load_data(&a.data)?;
-    println!("bench: training {} (m = {}) on {} threads, real MNIST batches", arch.name, a.margin, rayon::current_num_threads());
+    println!(
+        "bench: training {} (m = {}) on {} threads, real MNIST batches",
+        arch.name,
+        a.margin,
+        rayon::current_num_threads()
+    );
     let mut ours = Vec::new();
     for &batch in &a.batch {
         let mut cfg = TrainConfig::seed_recipe(arch.clone(), a.margin);
@@ -174,7 +215,9 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         let mut batches = order.chunks(batch);
         let mut run_steps = |t: &mut Trainer, k: usize| -> Result<()> {
             for _ in 0..k {
-                let idx = batches.next().context("ran out of training images; use fewer --steps")?;
+                let idx = batches
+                    .next()
+                    .context("ran out of training images; use fewer --steps")?;
                 let images: Vec<&[u8]> = idx.iter().map(|&i| data.train.image(i)).collect();
                 let labels: Vec<u8> = idx.iter().map(|&i| data.train.label(i)).collect();
                 t.step(&images, &labels, 0.01)?;
@@ -186,7 +229,9 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         run_steps(&mut t, a.steps)?;
         let secs = start.elapsed().as_secs_f64();
         let ips = (a.steps * batch) as f64 / secs;
-        let rss = peak_rss().map_or("?".to_string(), |b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64));
+        let rss = peak_rss().map_or("?".to_string(), |b| {
+            format!("{:.0} MiB", b as f64 / (1 << 20) as f64)
+        });
         println!("  lsoftmax  batch {batch:>4}: {ips:8.1} images/s ({:.1} ms/step, peak RSS so far {rss})", 1000.0 * secs / a.steps as f64);
         ours.push((batch, ips));
     }
@@ -211,11 +256,18 @@ fn torch_compare(a: &BenchArgs, ours: &[(usize, f64)]) -> Result<()> {
         .output()
         .with_context(|| format!("running {python} bench/torch_train_bench.py (run bench/setup_python.sh first, or set PYTHON)"))?;
     if !out.status.success() {
-        bail!("the PyTorch reference failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "the PyTorch reference failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let (Some(batch), Some(ips)) = (v["batch"].as_u64(), v["images_per_s"].as_f64()) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(batch), Some(ips)) = (v["batch"].as_u64(), v["images_per_s"].as_f64()) else {
+            continue;
+        };
         let mine = ours.iter().find(|(b, _)| *b as u64 == batch).map(|x| x.1);
         let ratio = mine.map_or("n/a".to_string(), |m| format!("{:.2}x", m / ips));
         println!("  pytorch   batch {batch:>4}: {ips:8.1} images/s (torch {}, {} threads) -> lsoftmax / pytorch = {ratio}", v["torch"].as_str().unwrap_or("?"), v["threads"]);

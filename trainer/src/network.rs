@@ -38,8 +38,12 @@ impl Network {
             let s = shapes[i];
             layers.push(match *l {
                 LayerSpec::BatchNorm => Layer::BatchNorm(BatchNorm::new(s[0])),
-                LayerSpec::Conv { out, k, pad } => Layer::Conv(Conv2d::new(s[0], out, k, pad, &mut rng)),
-                LayerSpec::PRelu { per_channel } => Layer::PRelu(PRelu::new(if per_channel { s[0] } else { 1 })),
+                LayerSpec::Conv { out, k, pad } => {
+                    Layer::Conv(Conv2d::new(s[0], out, k, pad, &mut rng))
+                }
+                LayerSpec::PRelu { per_channel } => {
+                    Layer::PRelu(PRelu::new(if per_channel { s[0] } else { 1 }))
+                }
                 LayerSpec::MaxPool2 => Layer::MaxPool(MaxPool2::new()),
                 LayerSpec::Flatten => Layer::Flatten(Flatten::default()),
                 LayerSpec::Linear { out } => Layer::Linear(Linear::new(s[0], out, &mut rng)),
@@ -130,13 +134,24 @@ impl Network {
 
     /// Loads tensors saved by [`state`](Self::state); every name and length must match.
     pub fn load_state(&mut self, tensors: &[(String, Vec<f32>)]) -> Result<(), String> {
-        let want: Vec<(String, usize)> = self.state().into_iter().map(|(n, t)| (n, t.len())).collect();
+        let want: Vec<(String, usize)> = self
+            .state()
+            .into_iter()
+            .map(|(n, t)| (n, t.len()))
+            .collect();
         if want.len() != tensors.len() {
-            return Err(format!("expected {} tensors, found {}", want.len(), tensors.len()));
+            return Err(format!(
+                "expected {} tensors, found {}",
+                want.len(),
+                tensors.len()
+            ));
         }
         for ((wn, wl), (n, t)) in want.iter().zip(tensors) {
             if wn != n || *wl != t.len() {
-                return Err(format!("tensor {n} ({} values) does not match {wn} ({wl} values)", t.len()));
+                return Err(format!(
+                    "tensor {n} ({} values) does not match {wn} ({wl} values)",
+                    t.len()
+                ));
             }
         }
         let mut src = tensors.iter();
@@ -145,7 +160,9 @@ impl Network {
                 dst.clone_from(&src.next().expect("counted above").1);
             }
         }
-        self.head.weight.clone_from(&src.next().expect("counted above").1);
+        self.head
+            .weight
+            .clone_from(&src.next().expect("counted above").1);
         Ok(())
     }
 
@@ -163,7 +180,9 @@ impl Network {
                     weight: c.weight.clone(),
                     bias: c.bias.clone(),
                 },
-                Layer::PRelu(p) => FloatLayer::PRelu { slopes: p.slopes.clone() },
+                Layer::PRelu(p) => FloatLayer::PRelu {
+                    slopes: p.slopes.clone(),
+                },
                 Layer::BatchNorm(b) => FloatLayer::BatchNorm {
                     gamma: b.gamma.clone(),
                     beta: b.beta.clone(),
@@ -221,7 +240,11 @@ mod tests {
             input: [1, 6, 6],
             layers: vec![
                 LayerSpec::BatchNorm,
-                LayerSpec::Conv { out: 3, k: 3, pad: 1 },
+                LayerSpec::Conv {
+                    out: 3,
+                    k: 3,
+                    pad: 1,
+                },
                 LayerSpec::PRelu { per_channel: true },
                 LayerSpec::BatchNorm,
                 LayerSpec::MaxPool2,
@@ -234,7 +257,13 @@ mod tests {
         for m in [1, 4] {
             let mut net = Network::new(&spec, m, 1).unwrap();
             let n = 6;
-            let x = Tensor { c: 1, n, h: 6, w: 6, data: gradcheck::random(n * 36, 2) };
+            let x = Tensor {
+                c: 1,
+                n,
+                h: 6,
+                w: 6,
+                data: gradcheck::random(n * 36, 2),
+            };
             let targets: Vec<u8> = (0..n as u8).collect();
             let loss = |net: &mut Network| {
                 let l = net.forward_train(&x, &targets, 0.5).to_vec();
@@ -251,10 +280,18 @@ mod tests {
             for (pi, g) in grads.iter().enumerate() {
                 let mut vals = net.params()[pi].value.to_vec();
                 let mut probe = net.clone();
-                gradcheck::check(&format!("network m={m} param {pi}"), &mut vals, g, |v| {
-                    probe.params()[pi].value.copy_from_slice(v);
-                    loss(&mut probe)
-                }, 2e-4, 5e-3, 12);
+                gradcheck::check(
+                    &format!("network m={m} param {pi}"),
+                    &mut vals,
+                    g,
+                    |v| {
+                        probe.params()[pi].value.copy_from_slice(v);
+                        loss(&mut probe)
+                    },
+                    2e-4,
+                    5e-3,
+                    12,
+                );
             }
         }
     }

@@ -34,7 +34,11 @@ impl Sgd {
         if first {
             self.buffers = params.iter().map(|p| vec![0.0; p.value.len()]).collect();
         }
-        assert_eq!(self.buffers.len(), params.len(), "optimizer state does not match the network");
+        assert_eq!(
+            self.buffers.len(),
+            params.len(),
+            "optimizer state does not match the network"
+        );
         for (p, buf) in params.into_iter().zip(&mut self.buffers) {
             for ((w, &g), b) in p.value.iter_mut().zip(p.grad).zip(buf.iter_mut()) {
                 let d = g + self.weight_decay * *w;
@@ -61,10 +65,22 @@ mod tests {
         let mut w = vec![1.0f32, -2.0];
         let g = vec![0.5f32, 0.25];
         let mut opt = Sgd::new(0.9, 0.1);
-        opt.step(vec![Param { value: &mut w, grad: &g }], 0.1);
+        opt.step(
+            vec![Param {
+                value: &mut w,
+                grad: &g,
+            }],
+            0.1,
+        );
         // b = g + 0.1 w = [0.6, 0.05]; w = [0.94, -2.005]
         assert!((w[0] - 0.94).abs() < 1e-6 && (w[1] + 2.005).abs() < 1e-6);
-        opt.step(vec![Param { value: &mut w, grad: &g }], 0.1);
+        opt.step(
+            vec![Param {
+                value: &mut w,
+                grad: &g,
+            }],
+            0.1,
+        );
         // b = 0.9 [0.6, 0.05] + [0.5 + 0.094, 0.25 - 0.2005] = [1.134, 0.0945]
         assert!((w[0] - (0.94 - 0.1134)).abs() < 1e-6);
         assert!((w[1] - (-2.005 - 0.00945)).abs() < 1e-6);

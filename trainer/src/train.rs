@@ -156,7 +156,8 @@ impl Trainer {
     /// A fresh run.
     pub fn new(config: TrainConfig) -> Result<Self> {
         validate(&config)?;
-        let net = Network::new(&config.arch, config.margin, config.seed).map_err(anyhow::Error::msg)?;
+        let net =
+            Network::new(&config.arch, config.margin, config.seed).map_err(anyhow::Error::msg)?;
         Ok(Self {
             opt: Sgd::new(config.momentum, config.weight_decay),
             lambda: LambdaState::new(config.lambda),
@@ -172,7 +173,10 @@ impl Trainer {
     /// Restores a run from a checkpoint.
     pub fn from_checkpoint(ck: Checkpoint) -> Result<Self> {
         let mut t = Self::new(ck.config)?;
-        t.net.load_state(&ck.tensors).map_err(anyhow::Error::msg).context("checkpoint does not match its architecture")?;
+        t.net
+            .load_state(&ck.tensors)
+            .map_err(anyhow::Error::msg)
+            .context("checkpoint does not match its architecture")?;
         t.opt.buffers = ck.momentum;
         t.lambda = ck.lambda;
         t.epochs_done = ck.epochs_done;
@@ -216,11 +220,24 @@ impl Trainer {
     }
 
     /// Trains one epoch over `train` (respecting `train_limit`), calling `log` for batch lines.
-    pub fn train_epoch(&mut self, train: &Split, progress: &ProgressBar, mut log: impl FnMut(&LogLine)) -> Result<EpochStats> {
+    pub fn train_epoch(
+        &mut self,
+        train: &Split,
+        progress: &ProgressBar,
+        mut log: impl FnMut(&LogLine),
+    ) -> Result<EpochStats> {
         let epoch = self.epochs_done;
-        let n = self.config.train_limit.map_or(train.len(), |l| l.min(train.len()));
+        let n = self
+            .config
+            .train_limit
+            .map_or(train.len(), |l| l.min(train.len()));
         let order = self.epoch_order(n, epoch);
-        let lr = step_lr(self.config.lr, self.config.lr_gamma, &self.config.lr_steps, epoch);
+        let lr = step_lr(
+            self.config.lr,
+            self.config.lr_gamma,
+            &self.config.lr_steps,
+            epoch,
+        );
         let start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let batches = order.chunks(self.config.batch).filter(|b| b.len() > 1);
@@ -229,7 +246,9 @@ impl Trainer {
         for (bi, idx) in batches.enumerate() {
             let images: Vec<&[u8]> = idx.iter().map(|&i| train.image(i)).collect();
             let labels: Vec<u8> = idx.iter().map(|&i| train.label(i)).collect();
-            let (loss, ok, lambda) = self.step(&images, &labels, lr).with_context(|| format!("epoch {}, batch {}", epoch + 1, bi + 1))?;
+            let (loss, ok, lambda) = self
+                .step(&images, &labels, lr)
+                .with_context(|| format!("epoch {}, batch {}", epoch + 1, bi + 1))?;
             loss_sum += loss * idx.len() as f64;
             correct += ok;
             seen += idx.len();
@@ -261,12 +280,21 @@ impl Trainer {
 }
 
 fn validate(c: &TrainConfig) -> Result<()> {
-    c.arch.shapes().map_err(anyhow::Error::msg).context("invalid architecture")?;
+    c.arch
+        .shapes()
+        .map_err(anyhow::Error::msg)
+        .context("invalid architecture")?;
     if c.margin < 1 {
-        bail!("--margin must be at least 1 (1 is plain softmax), got {}", c.margin);
+        bail!(
+            "--margin must be at least 1 (1 is plain softmax), got {}",
+            c.margin
+        );
     }
     if c.batch < 2 {
-        bail!("--batch must be at least 2 (BatchNorm needs batch statistics), got {}", c.batch);
+        bail!(
+            "--batch must be at least 2 (BatchNorm needs batch statistics), got {}",
+            c.batch
+        );
     }
     if !(c.lr > 0.0 && c.lr.is_finite()) {
         bail!("--lr must be a positive number, got {}", c.lr);
@@ -275,7 +303,10 @@ fn validate(c: &TrainConfig) -> Result<()> {
         bail!("--momentum must be in [0, 1), got {}", c.momentum);
     }
     if c.weight_decay < 0.0 {
-        bail!("--weight-decay must not be negative, got {}", c.weight_decay);
+        bail!(
+            "--weight-decay must not be negative, got {}",
+            c.weight_decay
+        );
     }
     Ok(())
 }
@@ -339,7 +370,12 @@ pub struct RunOptions {
 
 /// Trains `trainer` until its configured epochs, evaluating, logging and checkpointing after
 /// every epoch into `dir`. Returns the final test evaluation.
-pub fn run(trainer: &mut Trainer, mnist: &mnist::Mnist, dir: &Path, opts: &RunOptions) -> Result<Option<Evaluation>> {
+pub fn run(
+    trainer: &mut Trainer,
+    mnist: &mnist::Mnist,
+    dir: &Path,
+    opts: &RunOptions,
+) -> Result<Option<Evaluation>> {
     let paths = RunPaths::new(dir);
     fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))?;
     // Keep only the log lines of epochs the checkpoint covers, so a resumed log has no duplicates.
@@ -360,23 +396,40 @@ pub fn run(trainer: &mut Trainer, mnist: &mnist::Mnist, dir: &Path, opts: &RunOp
         }
     }
     write_atomic(&paths.log, log_text.as_bytes())?;
-    let mut log_file = fs::OpenOptions::new().append(true).open(&paths.log).with_context(|| format!("opening {}", paths.log.display()))?;
+    let mut log_file = fs::OpenOptions::new()
+        .append(true)
+        .open(&paths.log)
+        .with_context(|| format!("opening {}", paths.log.display()))?;
     let mut last = None;
     let mut ran = 0;
     while trainer.epochs_done < trainer.config.epochs {
         if opts.stop_after.is_some_and(|s| ran >= s) {
             break;
         }
-        let bar = if opts.progress { ProgressBar::new(0) } else { ProgressBar::hidden() };
+        let bar = if opts.progress {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
-        bar.set_prefix(format!("{}/{}", trainer.epochs_done + 1, trainer.config.epochs));
+        bar.set_prefix(format!(
+            "{}/{}",
+            trainer.epochs_done + 1,
+            trainer.config.epochs
+        ));
         let mut write_err = None;
         let stats = trainer.train_epoch(&mnist.train, &bar, |line| {
-            if let Err(e) = writeln!(log_file, "{}", serde_json::to_string(line).expect("log line serialises")) {
+            if let Err(e) = writeln!(
+                log_file,
+                "{}",
+                serde_json::to_string(line).expect("log line serialises")
+            ) {
                 write_err.get_or_insert(e);
             }
         });
@@ -385,7 +438,11 @@ pub fn run(trainer: &mut Trainer, mnist: &mnist::Mnist, dir: &Path, opts: &RunOp
             Ok(s) => s,
             Err(e) => {
                 let kept = if paths.checkpoint.exists() {
-                    format!("the last good checkpoint ({} epochs) is kept at {}", trainer.epochs_done, paths.checkpoint.display())
+                    format!(
+                        "the last good checkpoint ({} epochs) is kept at {}",
+                        trainer.epochs_done,
+                        paths.checkpoint.display()
+                    )
                 } else {
                     "no checkpoint had been written yet".to_string()
                 };
@@ -400,7 +457,11 @@ pub fn run(trainer: &mut Trainer, mnist: &mnist::Mnist, dir: &Path, opts: &RunOp
         stats.test_acc = eval.accuracy;
         trainer.epochs_done += 1;
         trainer.history.push(stats.clone());
-        writeln!(log_file, "{}", serde_json::to_string(&LogLine::Epoch(stats.clone()))?)?;
+        writeln!(
+            log_file,
+            "{}",
+            serde_json::to_string(&LogLine::Epoch(stats.clone()))?
+        )?;
         log_file.flush()?;
         trainer.checkpoint().save(&paths.checkpoint)?;
         eprintln!(

@@ -60,13 +60,17 @@ impl BatchNorm {
         assert_eq!(x.c, self.gamma.len(), "BatchNorm channel count");
         let row = x.row();
         if train {
-            assert!(row > 1, "BatchNorm in training needs more than one value per channel");
+            assert!(
+                row > 1,
+                "BatchNorm in training needs more than one value per channel"
+            );
             let stats: Vec<(f64, f64)> = x
                 .data
                 .par_chunks(row)
                 .map(|r| {
                     let mean = r.iter().map(|&v| v as f64).sum::<f64>() / row as f64;
-                    let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / row as f64;
+                    let var =
+                        r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / row as f64;
                     (mean, var)
                 })
                 .collect();
@@ -74,8 +78,10 @@ impl BatchNorm {
                 self.mean[c] = mean as f32;
                 self.inv_std[c] = (1.0 / (var + EPS as f64).sqrt()) as f32;
                 let unbiased = var * row as f64 / (row - 1) as f64;
-                self.running_mean[c] = (1.0 - MOMENTUM) * self.running_mean[c] + MOMENTUM * mean as f32;
-                self.running_var[c] = (1.0 - MOMENTUM) * self.running_var[c] + MOMENTUM * unbiased as f32;
+                self.running_mean[c] =
+                    (1.0 - MOMENTUM) * self.running_mean[c] + MOMENTUM * mean as f32;
+                self.running_var[c] =
+                    (1.0 - MOMENTUM) * self.running_var[c] + MOMENTUM * unbiased as f32;
             }
         } else {
             for c in 0..x.c {
@@ -153,7 +159,16 @@ mod tests {
     use crate::gradcheck;
 
     fn input(seed: u64) -> Tensor {
-        Tensor { c: 3, n: 4, h: 2, w: 3, data: gradcheck::random(72, seed).iter().map(|v| 2.0 * v + 0.5).collect() }
+        Tensor {
+            c: 3,
+            n: 4,
+            h: 2,
+            w: 3,
+            data: gradcheck::random(72, seed)
+                .iter()
+                .map(|v| 2.0 * v + 0.5)
+                .collect(),
+        }
     }
 
     #[test]
@@ -165,7 +180,10 @@ mod tests {
             let r = &y.data[c * 24..(c + 1) * 24];
             let mean: f32 = r.iter().sum::<f32>() / 24.0;
             let var: f32 = r.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 24.0;
-            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3, "{mean} {var}");
+            assert!(
+                mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
+                "{mean} {var}"
+            );
             let xr = &x.data[c * 24..(c + 1) * 24];
             let xm: f32 = xr.iter().sum::<f32>() / 24.0;
             let xv: f32 = xr.iter().map(|v| (v - xm).powi(2)).sum::<f32>() / 23.0;
@@ -186,25 +204,55 @@ mod tests {
         bn.beta = vec![0.1, 0.2, -0.3];
         let r = gradcheck::random(72, 3);
         bn.forward(&x, true);
-        let dy = Tensor { data: r.clone(), ..x.clone() };
+        let dy = Tensor {
+            data: r.clone(),
+            ..x.clone()
+        };
         bn.backward(&x, &dy, true);
         let (dx, dg, db) = (bn.dx.data.clone(), bn.dgamma.clone(), bn.dbeta.clone());
         let mut probe = bn.clone();
         let shape = x.clone();
-        gradcheck::check("bn dx", &mut x.data, &dx, |xs| {
-            let t = Tensor { data: xs.to_vec(), ..shape.clone() };
-            gradcheck::dot(&r, &probe.forward(&t, true).data)
-        }, 1e-2, 2e-3, 72);
+        gradcheck::check(
+            "bn dx",
+            &mut x.data,
+            &dx,
+            |xs| {
+                let t = Tensor {
+                    data: xs.to_vec(),
+                    ..shape.clone()
+                };
+                gradcheck::dot(&r, &probe.forward(&t, true).data)
+            },
+            1e-2,
+            2e-3,
+            72,
+        );
         let mut g = bn.gamma.clone();
-        gradcheck::check("bn dgamma", &mut g, &dg, |g| {
-            probe.gamma.copy_from_slice(g);
-            gradcheck::dot(&r, &probe.forward(&x, true).data)
-        }, 1e-2, 2e-3, 3);
+        gradcheck::check(
+            "bn dgamma",
+            &mut g,
+            &dg,
+            |g| {
+                probe.gamma.copy_from_slice(g);
+                gradcheck::dot(&r, &probe.forward(&x, true).data)
+            },
+            1e-2,
+            2e-3,
+            3,
+        );
         probe.gamma.copy_from_slice(&bn.gamma);
         let mut b = bn.beta.clone();
-        gradcheck::check("bn dbeta", &mut b, &db, |b| {
-            probe.beta.copy_from_slice(b);
-            gradcheck::dot(&r, &probe.forward(&x, true).data)
-        }, 1e-2, 2e-3, 3);
+        gradcheck::check(
+            "bn dbeta",
+            &mut b,
+            &db,
+            |b| {
+                probe.beta.copy_from_slice(b);
+                gradcheck::dot(&r, &probe.forward(&x, true).data)
+            },
+            1e-2,
+            2e-3,
+            3,
+        );
     }
 }

@@ -17,11 +17,10 @@ use crate::tensor::Tensor;
 
 /// Columns (images x output pixels) per chunk: large enough for an efficient SGEMM, small enough
 /// that the column buffer stays in a few MB.
-const TARGET_COLS: usize = 4096;
+const TARGET_COLS: usize = 1024;
 
 thread_local! {
     static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static DCOLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A convolution layer with its parameters, gradients and reusable buffers.
@@ -55,7 +54,9 @@ impl Conv2d {
     pub fn new(cin: usize, cout: usize, k: usize, pad: usize, rng: &mut Rng) -> Self {
         let fan_in = cin * k * k;
         let bound = 1.0 / (fan_in as f32).sqrt();
-        let weight = (0..cout * fan_in).map(|_| rng.uniform(-bound, bound)).collect();
+        let weight = (0..cout * fan_in)
+            .map(|_| rng.uniform(-bound, bound))
+            .collect();
         let bias = (0..cout).map(|_| rng.uniform(-bound, bound)).collect();
         Self {
             cin,
@@ -97,12 +98,13 @@ impl Conv2d {
             COLS.with(|cols| {
                 let mut cols = cols.borrow_mut();
                 cols.resize(rows * ncols, 0.0);
-                this.im2col(x, n0, n1, &mut cols);
+                im2col(x, this.k, this.pad, n0, n1, &mut cols);
                 // SAFETY: this chunk owns columns [n0*plane_o, n1*plane_o) of every output row;
                 // chunks are disjoint, so no two tasks touch the same element.
                 unsafe {
                     for c in 0..this.cout {
-                        out.slice(c * row_o + n0 * plane_o, ncols).fill(this.bias[c]);
+                        out.slice(c * row_o + n0 * plane_o, ncols)
+                            .fill(this.bias[c]);
                     }
                     let base = out.slice(n0 * plane_o, 1).as_mut_ptr();
                     gemm_raw(
@@ -121,19 +123,36 @@ impl Conv2d {
 
     /// Given the forward input `x` and `dy = dL/d(out)`, sets `dweight`, `dbias` and, when
     /// `need_dx`, `dx`.
+    ///
+    /// The input gradient of a stride-1 convolution is itself a convolution: `dy` zero-padded by
+    /// `k - 1 - pad` and convolved with the spatially flipped, channel-transposed kernel. Computing
+    /// it that way keeps the SGEMM in the same efficient shape as the forward pass
+    /// (`K = cout*k*k`) and avoids a scatter-add col2im.
     pub fn backward(&mut self, x: &Tensor, dy: &Tensor, need_dx: bool) {
         let (n, h, w) = (x.n, x.h, x.w);
         let (ho, wo) = self.out_hw(h, w);
-        assert_eq!(dy.shape(), [self.cout, n, ho, wo], "conv output gradient shape");
+        assert_eq!(
+            dy.shape(),
+            [self.cout, n, ho, wo],
+            "conv output gradient shape"
+        );
+        assert!(self.pad < self.k, "padding must be smaller than the kernel");
         let plane_o = ho * wo;
         let row_o = n * plane_o;
         let rows = self.rows();
+        let rows_t = self.cout * self.k * self.k;
+        let flipped = if need_dx {
+            self.flipped_weights()
+        } else {
+            Vec::new()
+        };
         if need_dx {
             self.dx.reset(self.cin, n, h, w);
         }
         let dxp = SharedMut::new(&mut self.dx.data);
-        let chunks = batch_chunks(n, plane_o, TARGET_COLS);
+        let chunks = batch_chunks(n, plane_o.max(h * w), TARGET_COLS);
         let this = &*self;
+        let pad_t = this.k - 1 - this.pad;
         let partials: Vec<Vec<f32>> = chunks
             .par_iter()
             .map(|&(n0, n1)| {
@@ -143,28 +162,38 @@ impl Conv2d {
                 COLS.with(|cols| {
                     let mut cols = cols.borrow_mut();
                     cols.resize(rows * ncols, 0.0);
-                    this.im2col(x, n0, n1, &mut cols);
+                    im2col(x, this.k, this.pad, n0, n1, &mut cols);
                     // SAFETY: `dw` is a local cout x rows buffer.
                     unsafe {
-                        gemm_raw(1.0, dy_chunk, Mat::new(&cols, rows, ncols).t(), 0.0, dw.as_mut_ptr(), rows);
+                        gemm_raw(
+                            1.0,
+                            dy_chunk,
+                            Mat::new(&cols, rows, ncols).t(),
+                            0.0,
+                            dw.as_mut_ptr(),
+                            rows,
+                        );
                     }
                 });
                 if need_dx {
-                    DCOLS.with(|dcols| {
-                        let mut dcols = dcols.borrow_mut();
-                        dcols.resize(rows * ncols, 0.0);
-                        // SAFETY: `dcols` is a local rows x ncols buffer.
+                    let ncols_in = (n1 - n0) * h * w;
+                    COLS.with(|cols| {
+                        let mut cols = cols.borrow_mut();
+                        cols.resize(rows_t * ncols_in, 0.0);
+                        im2col(dy, this.k, pad_t, n0, n1, &mut cols);
+                        // SAFETY: this chunk owns columns [n0*h*w, n1*h*w) of every row of dx;
+                        // chunks are disjoint.
                         unsafe {
+                            let base = dxp.slice(n0 * h * w, 1).as_mut_ptr();
                             gemm_raw(
                                 1.0,
-                                Mat::new(&this.weight, this.cout, rows).t(),
-                                dy_chunk,
+                                Mat::new(&flipped, this.cin, rows_t),
+                                Mat::new(&cols, rows_t, ncols_in),
                                 0.0,
-                                dcols.as_mut_ptr(),
-                                ncols,
+                                base,
+                                n * h * w,
                             );
                         }
-                        this.col2im(&dcols, n, h, w, n0, n1, &dxp);
                     });
                 }
                 dw
@@ -178,78 +207,62 @@ impl Conv2d {
         }
         let dbias: Vec<f32> = (0..self.cout)
             .into_par_iter()
-            .map(|c| dy.data[c * row_o..(c + 1) * row_o].iter().map(|&v| v as f64).sum::<f64>() as f32)
+            .map(|c| {
+                dy.data[c * row_o..(c + 1) * row_o]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum::<f64>() as f32
+            })
             .collect();
         self.dbias = dbias;
     }
 
-    /// Unfolds images `n0..n1` of `x` into `cols[(ci, ky, kx)][(image, oy, ox)]`.
-    fn im2col(&self, x: &Tensor, n0: usize, n1: usize, cols: &mut [f32]) {
-        let (h, w, k, pad) = (x.h, x.w, self.k, self.pad);
-        let (ho, wo) = self.out_hw(h, w);
-        let ncols = (n1 - n0) * ho * wo;
-        for ci in 0..self.cin {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let r = (ci * k + ky) * k + kx;
-                    let dst_row = &mut cols[r * ncols..(r + 1) * ncols];
-                    // Output columns ox whose input column ox + kx - pad lies inside the image.
-                    let ox_lo = pad.saturating_sub(kx);
-                    let ox_hi = (w + pad).saturating_sub(kx).min(wo);
-                    for (b, img) in (n0..n1).enumerate() {
-                        let src_plane = &x.data[(ci * x.n + img) * h * w..][..h * w];
-                        for oy in 0..ho {
-                            let dst = &mut dst_row[(b * ho + oy) * wo..][..wo];
-                            let iy = oy + ky;
-                            if iy < pad || iy >= h + pad || ox_lo >= ox_hi {
-                                dst.fill(0.0);
-                                continue;
-                            }
-                            let src_row = &src_plane[(iy - pad) * w..][..w];
-                            dst[..ox_lo].fill(0.0);
-                            dst[ox_hi..].fill(0.0);
-                            let ix_lo = ox_lo + kx - pad;
-                            dst[ox_lo..ox_hi].copy_from_slice(&src_row[ix_lo..ix_lo + (ox_hi - ox_lo)]);
-                        }
+    /// The kernel of the input-gradient convolution: `[cin][cout][k][k]`, spatially flipped.
+    fn flipped_weights(&self) -> Vec<f32> {
+        let k = self.k;
+        let mut f = vec![0.0; self.weight.len()];
+        for co in 0..self.cout {
+            for ci in 0..self.cin {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        f[((ci * self.cout + co) * k + (k - 1 - ky)) * k + (k - 1 - kx)] =
+                            self.weight[((co * self.cin + ci) * k + ky) * k + kx];
                     }
                 }
             }
         }
+        f
     }
+}
 
-    /// Folds `dcols` back onto images `n0..n1` of the input gradient (`[cin, n, h, w]`).
-    #[allow(clippy::too_many_arguments)]
-    fn col2im(&self, dcols: &[f32], n: usize, h: usize, w: usize, n0: usize, n1: usize, dx: &SharedMut) {
-        let (k, pad) = (self.k, self.pad);
-        let (ho, wo) = self.out_hw(h, w);
-        let ncols = (n1 - n0) * ho * wo;
-        let ox_range = |kx: usize| (pad.saturating_sub(kx), (w + pad).saturating_sub(kx).min(wo));
-        for ci in 0..self.cin {
-            // SAFETY: images n0..n1 of channel ci form a contiguous region owned by this chunk.
-            let region = unsafe { dx.slice((ci * n + n0) * h * w, (n1 - n0) * h * w) };
-            region.fill(0.0);
-            for ky in 0..k {
-                for kx in 0..k {
-                    let r = (ci * k + ky) * k + kx;
-                    let src_row = &dcols[r * ncols..(r + 1) * ncols];
-                    let (ox_lo, ox_hi) = ox_range(kx);
-                    if ox_lo >= ox_hi {
-                        continue;
-                    }
-                    for b in 0..n1 - n0 {
-                        let plane = &mut region[b * h * w..][..h * w];
-                        for oy in 0..ho {
-                            let iy = oy + ky;
-                            if iy < pad || iy >= h + pad {
-                                continue;
-                            }
-                            let src = &src_row[(b * ho + oy) * wo..][ox_lo..ox_hi];
-                            let ix_lo = ox_lo + kx - pad;
-                            let dst = &mut plane[(iy - pad) * w + ix_lo..][..ox_hi - ox_lo];
-                            for (d, s) in dst.iter_mut().zip(src) {
-                                *d += s;
-                            }
+/// Unfolds images `n0..n1` of `x` into `cols[(c, ky, kx)][(image, oy, ox)]` for a `k x k`
+/// kernel with zero padding `pad` and stride 1.
+fn im2col(x: &Tensor, k: usize, pad: usize, n0: usize, n1: usize, cols: &mut [f32]) {
+    let (h, w) = (x.h, x.w);
+    let (ho, wo) = (h + 2 * pad + 1 - k, w + 2 * pad + 1 - k);
+    let ncols = (n1 - n0) * ho * wo;
+    for ci in 0..x.c {
+        for ky in 0..k {
+            for kx in 0..k {
+                let r = (ci * k + ky) * k + kx;
+                let dst_row = &mut cols[r * ncols..(r + 1) * ncols];
+                // Output columns ox whose input column ox + kx - pad lies inside the image.
+                let ox_lo = pad.saturating_sub(kx).min(wo);
+                let ox_hi = (w + pad).saturating_sub(kx).min(wo).max(ox_lo);
+                for (b, img) in (n0..n1).enumerate() {
+                    let src_plane = &x.data[(ci * x.n + img) * h * w..][..h * w];
+                    for oy in 0..ho {
+                        let dst = &mut dst_row[(b * ho + oy) * wo..][..wo];
+                        let iy = oy + ky;
+                        if iy < pad || iy >= h + pad || ox_lo == ox_hi {
+                            dst.fill(0.0);
+                            continue;
                         }
+                        let src_row = &src_plane[(iy - pad) * w..][..w];
+                        dst[..ox_lo].fill(0.0);
+                        dst[ox_hi..].fill(0.0);
+                        let ix_lo = ox_lo + kx - pad;
+                        dst[ox_lo..ox_hi].copy_from_slice(&src_row[ix_lo..ix_lo + (ox_hi - ox_lo)]);
                     }
                 }
             }
@@ -277,11 +290,14 @@ mod tests {
                                 for kx in 0..k {
                                     let iy = oy as isize + ky as isize - conv.pad as isize;
                                     let ix = ox as isize + kx as isize - conv.pad as isize;
-                                    if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
+                                    if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize
+                                    {
                                         continue;
                                     }
-                                    let xv = x.data[((ci * x.n + img) * x.h + iy as usize) * x.w + ix as usize];
-                                    s += (conv.weight[((co * conv.cin + ci) * k + ky) * k + kx] * xv) as f64;
+                                    let xv = x.data[((ci * x.n + img) * x.h + iy as usize) * x.w
+                                        + ix as usize];
+                                    s += (conv.weight[((co * conv.cin + ci) * k + ky) * k + kx]
+                                        * xv) as f64;
                                 }
                             }
                         }
@@ -305,7 +321,12 @@ mod tests {
 
     #[test]
     fn forward_matches_direct_convolution() {
-        for &(cin, cout, k, pad, n, h) in &[(1, 4, 3, 0, 3, 8), (3, 5, 3, 1, 5, 7), (2, 3, 5, 2, 4, 6), (2, 2, 1, 0, 2, 3)] {
+        for &(cin, cout, k, pad, n, h) in &[
+            (1, 4, 3, 0, 3, 8),
+            (3, 5, 3, 1, 5, 7),
+            (2, 3, 5, 2, 4, 6),
+            (2, 2, 1, 0, 2, 3),
+        ] {
             let mut conv = Conv2d::new(cin, cout, k, pad, &mut Rng::new(1));
             let x = input(cin, n, h, h, 2);
             let want = naive(&conv, &x);
@@ -319,32 +340,74 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        for &(cin, cout, k, pad, n, h) in &[(2, 3, 3, 1, 3, 5), (1, 2, 3, 0, 2, 6), (2, 2, 5, 2, 2, 4)] {
+        for &(cin, cout, k, pad, n, h) in
+            &[(2, 3, 3, 1, 3, 5), (1, 2, 3, 0, 2, 6), (2, 2, 5, 2, 2, 4)]
+        {
             let mut conv = Conv2d::new(cin, cout, k, pad, &mut Rng::new(3));
             let mut x = input(cin, n, h, h, 4);
             let (ho, wo) = conv.out_hw(h, h);
             let r = gradcheck::random(cout * n * ho * wo, 5);
             conv.forward(&x);
-            let dy = Tensor { c: cout, n, h: ho, w: wo, data: r.clone() };
+            let dy = Tensor {
+                c: cout,
+                n,
+                h: ho,
+                w: wo,
+                data: r.clone(),
+            };
             conv.backward(&x, &dy, true);
-            let (dx, dw, db) = (conv.dx.data.clone(), conv.dweight.clone(), conv.dbias.clone());
+            let (dx, dw, db) = (
+                conv.dx.data.clone(),
+                conv.dweight.clone(),
+                conv.dbias.clone(),
+            );
             let mut probe = conv.clone();
             let shape = (x.c, x.n, x.h, x.w);
-            gradcheck::check("conv dx", &mut x.data, &dx, |xs| {
-                let t = Tensor { c: shape.0, n: shape.1, h: shape.2, w: shape.3, data: xs.to_vec() };
-                gradcheck::dot(&r, &probe.forward(&t).data)
-            }, 1e-2, 2e-3, 60);
+            gradcheck::check(
+                "conv dx",
+                &mut x.data,
+                &dx,
+                |xs| {
+                    let t = Tensor {
+                        c: shape.0,
+                        n: shape.1,
+                        h: shape.2,
+                        w: shape.3,
+                        data: xs.to_vec(),
+                    };
+                    gradcheck::dot(&r, &probe.forward(&t).data)
+                },
+                1e-2,
+                2e-3,
+                60,
+            );
             let mut wts = conv.weight.clone();
-            gradcheck::check("conv dw", &mut wts, &dw, |ws| {
-                probe.weight.copy_from_slice(ws);
-                gradcheck::dot(&r, &probe.forward(&x).data)
-            }, 1e-2, 2e-3, 60);
+            gradcheck::check(
+                "conv dw",
+                &mut wts,
+                &dw,
+                |ws| {
+                    probe.weight.copy_from_slice(ws);
+                    gradcheck::dot(&r, &probe.forward(&x).data)
+                },
+                1e-2,
+                2e-3,
+                60,
+            );
             probe.weight.copy_from_slice(&conv.weight);
             let mut bias = conv.bias.clone();
-            gradcheck::check("conv db", &mut bias, &db, |bs| {
-                probe.bias.copy_from_slice(bs);
-                gradcheck::dot(&r, &probe.forward(&x).data)
-            }, 1e-2, 2e-3, 10);
+            gradcheck::check(
+                "conv db",
+                &mut bias,
+                &db,
+                |bs| {
+                    probe.bias.copy_from_slice(bs);
+                    gradcheck::dot(&r, &probe.forward(&x).data)
+                },
+                1e-2,
+                2e-3,
+                10,
+            );
         }
     }
 
@@ -359,11 +422,15 @@ mod tests {
         for img in [0, 17, 39] {
             let mut one = Tensor::zeros(2, 1, 12, 12);
             for c in 0..2 {
-                one.data[c * 144..(c + 1) * 144].copy_from_slice(&x.data[(c * 40 + img) * 144..][..144]);
+                one.data[c * 144..(c + 1) * 144]
+                    .copy_from_slice(&x.data[(c * 40 + img) * 144..][..144]);
             }
             let y = conv.forward(&one).clone();
             for c in 0..3 {
-                let (a, b) = (&y.data[c * 144..(c + 1) * 144], &all.data[(c * 40 + img) * 144..][..144]);
+                let (a, b) = (
+                    &y.data[c * 144..(c + 1) * 144],
+                    &all.data[(c * 40 + img) * 144..][..144],
+                );
                 for (u, v) in a.iter().zip(b) {
                     assert!((u - v).abs() < 1e-6);
                 }

@@ -35,7 +35,9 @@ impl Linear {
         Self {
             inp,
             outp,
-            weight: (0..inp * outp).map(|_| rng.uniform(-bound, bound)).collect(),
+            weight: (0..inp * outp)
+                .map(|_| rng.uniform(-bound, bound))
+                .collect(),
             bias: (0..outp).map(|_| rng.uniform(-bound, bound)).collect(),
             dweight: vec![0.0; inp * outp],
             dbias: vec![0.0; outp],
@@ -52,7 +54,14 @@ impl Linear {
         for (row, &b) in self.out.data.chunks_mut(n).zip(&self.bias) {
             row.fill(b);
         }
-        gemm(1.0, Mat::new(&self.weight, self.outp, self.inp), Mat::new(&x.data, self.inp, n), 1.0, &mut self.out.data, n);
+        gemm(
+            1.0,
+            Mat::new(&self.weight, self.outp, self.inp),
+            Mat::new(&x.data, self.inp, n),
+            1.0,
+            &mut self.out.data,
+            n,
+        );
         &self.out
     }
 
@@ -60,11 +69,29 @@ impl Linear {
     pub fn backward(&mut self, x: &Tensor, dy: &Tensor, need_dx: bool) {
         let n = x.n;
         assert_eq!(dy.shape(), [self.outp, n, 1, 1], "Linear gradient shape");
-        gemm(1.0, Mat::new(&dy.data, self.outp, n), Mat::new(&x.data, self.inp, n).t(), 0.0, &mut self.dweight, self.inp);
-        self.dbias = dy.data.par_chunks(n).map(|r| r.iter().map(|&v| v as f64).sum::<f64>() as f32).collect();
+        gemm(
+            1.0,
+            Mat::new(&dy.data, self.outp, n),
+            Mat::new(&x.data, self.inp, n).t(),
+            0.0,
+            &mut self.dweight,
+            self.inp,
+        );
+        self.dbias = dy
+            .data
+            .par_chunks(n)
+            .map(|r| r.iter().map(|&v| v as f64).sum::<f64>() as f32)
+            .collect();
         if need_dx {
             self.dx.reset(self.inp, n, 1, 1);
-            gemm(1.0, Mat::new(&self.weight, self.outp, self.inp).t(), Mat::new(&dy.data, self.outp, n), 0.0, &mut self.dx.data, n);
+            gemm(
+                1.0,
+                Mat::new(&self.weight, self.outp, self.inp).t(),
+                Mat::new(&dy.data, self.outp, n),
+                0.0,
+                &mut self.dx.data,
+                n,
+            );
         }
     }
 }
@@ -84,14 +111,18 @@ impl Flatten {
     pub fn forward(&mut self, x: &Tensor) -> &Tensor {
         let (c, n, plane) = (x.c, x.n, x.plane());
         self.out.reset(c * plane, n, 1, 1);
-        self.out.data.par_chunks_mut(plane * n).enumerate().for_each(|(ch, dst)| {
-            for img in 0..n {
-                let src = &x.data[(ch * n + img) * plane..][..plane];
-                for (p, &v) in src.iter().enumerate() {
-                    dst[p * n + img] = v;
+        self.out
+            .data
+            .par_chunks_mut(plane * n)
+            .enumerate()
+            .for_each(|(ch, dst)| {
+                for img in 0..n {
+                    let src = &x.data[(ch * n + img) * plane..][..plane];
+                    for (p, &v) in src.iter().enumerate() {
+                        dst[p * n + img] = v;
+                    }
                 }
-            }
-        });
+            });
         &self.out
     }
 
@@ -99,14 +130,18 @@ impl Flatten {
     pub fn backward(&mut self, x: &Tensor, dy: &Tensor) {
         let (c, n, plane) = (x.c, x.n, x.plane());
         self.dx.reset(c, n, x.h, x.w);
-        self.dx.data.par_chunks_mut(plane * n).enumerate().for_each(|(ch, dst)| {
-            let src = &dy.data[ch * plane * n..][..plane * n];
-            for img in 0..n {
-                for p in 0..plane {
-                    dst[img * plane + p] = src[p * n + img];
+        self.dx
+            .data
+            .par_chunks_mut(plane * n)
+            .enumerate()
+            .for_each(|(ch, dst)| {
+                let src = &dy.data[ch * plane * n..][..plane * n];
+                for img in 0..n {
+                    for p in 0..plane {
+                        dst[img * plane + p] = src[p * n + img];
+                    }
                 }
-            }
-        });
+            });
     }
 }
 
@@ -118,33 +153,83 @@ mod tests {
     #[test]
     fn linear_gradients_match_finite_differences() {
         let mut l = Linear::new(7, 5, &mut Rng::new(1));
-        let mut x = Tensor { c: 7, n: 4, h: 1, w: 1, data: gradcheck::random(28, 2) };
+        let mut x = Tensor {
+            c: 7,
+            n: 4,
+            h: 1,
+            w: 1,
+            data: gradcheck::random(28, 2),
+        };
         let r = gradcheck::random(20, 3);
         l.forward(&x);
-        let dy = Tensor { c: 5, n: 4, h: 1, w: 1, data: r.clone() };
+        let dy = Tensor {
+            c: 5,
+            n: 4,
+            h: 1,
+            w: 1,
+            data: r.clone(),
+        };
         l.backward(&x, &dy, true);
         let (dx, dw, db) = (l.dx.data.clone(), l.dweight.clone(), l.dbias.clone());
         let mut probe = l.clone();
         let shape = x.clone();
-        gradcheck::check("linear dx", &mut x.data, &dx, |xs| {
-            gradcheck::dot(&r, &probe.forward(&Tensor { data: xs.to_vec(), ..shape.clone() }).data)
-        }, 1e-2, 1e-3, 28);
+        gradcheck::check(
+            "linear dx",
+            &mut x.data,
+            &dx,
+            |xs| {
+                gradcheck::dot(
+                    &r,
+                    &probe
+                        .forward(&Tensor {
+                            data: xs.to_vec(),
+                            ..shape.clone()
+                        })
+                        .data,
+                )
+            },
+            1e-2,
+            1e-3,
+            28,
+        );
         let mut w = l.weight.clone();
-        gradcheck::check("linear dw", &mut w, &dw, |w| {
-            probe.weight.copy_from_slice(w);
-            gradcheck::dot(&r, &probe.forward(&x).data)
-        }, 1e-2, 1e-3, 35);
+        gradcheck::check(
+            "linear dw",
+            &mut w,
+            &dw,
+            |w| {
+                probe.weight.copy_from_slice(w);
+                gradcheck::dot(&r, &probe.forward(&x).data)
+            },
+            1e-2,
+            1e-3,
+            35,
+        );
         probe.weight.copy_from_slice(&l.weight);
         let mut b = l.bias.clone();
-        gradcheck::check("linear db", &mut b, &db, |b| {
-            probe.bias.copy_from_slice(b);
-            gradcheck::dot(&r, &probe.forward(&x).data)
-        }, 1e-2, 1e-3, 5);
+        gradcheck::check(
+            "linear db",
+            &mut b,
+            &db,
+            |b| {
+                probe.bias.copy_from_slice(b);
+                gradcheck::dot(&r, &probe.forward(&x).data)
+            },
+            1e-2,
+            1e-3,
+            5,
+        );
     }
 
     #[test]
     fn flatten_orders_features_like_pytorch_and_inverts() {
-        let x = Tensor { c: 2, n: 3, h: 2, w: 2, data: (0..24).map(|v| v as f32).collect() };
+        let x = Tensor {
+            c: 2,
+            n: 3,
+            h: 2,
+            w: 2,
+            data: (0..24).map(|v| v as f32).collect(),
+        };
         let mut f = Flatten::default();
         let y = f.forward(&x).clone();
         // Feature (c=1, h=0, w=1) of image 2 is x[1, 2, 0, 1].

@@ -83,7 +83,13 @@ mod tests {
 
     #[test]
     fn forward_picks_window_maxima_and_floors_odd_sizes() {
-        let x = Tensor { c: 1, n: 1, h: 3, w: 5, data: (0..15).map(|v| ((v * 7) % 11) as f32).collect() };
+        let x = Tensor {
+            c: 1,
+            n: 1,
+            h: 3,
+            w: 5,
+            data: (0..15).map(|v| ((v * 7) % 11) as f32).collect(),
+        };
         let mut p = MaxPool2::new();
         let y = p.forward(&x).clone();
         assert_eq!(y.shape(), [1, 1, 1, 2]);
@@ -98,17 +104,40 @@ mod tests {
         let n = 2 * 3 * 4 * 6;
         let mut vals: Vec<f32> = (0..n).map(|i| i as f32 * 0.1).collect();
         crate::rng::Rng::new(4).shuffle(&mut vals);
-        let mut x = Tensor { c: 2, n: 3, h: 4, w: 6, data: vals };
+        let mut x = Tensor {
+            c: 2,
+            n: 3,
+            h: 4,
+            w: 6,
+            data: vals,
+        };
         let mut p = MaxPool2::new();
         p.forward(&x);
         let r = gradcheck::random(2 * 3 * 2 * 3, 5);
-        let dy = Tensor { c: 2, n: 3, h: 2, w: 3, data: r.clone() };
+        let dy = Tensor {
+            c: 2,
+            n: 3,
+            h: 2,
+            w: 3,
+            data: r.clone(),
+        };
         p.backward(&x, &dy);
         let dx = p.dx.data.clone();
         let shape = x.clone();
-        gradcheck::check("maxpool dx", &mut x.data, &dx, |xs| {
-            let t = Tensor { data: xs.to_vec(), ..shape.clone() };
-            gradcheck::dot(&r, &p.forward(&t).data)
-        }, 1e-3, 1e-3, n);
+        gradcheck::check(
+            "maxpool dx",
+            &mut x.data,
+            &dx,
+            |xs| {
+                let t = Tensor {
+                    data: xs.to_vec(),
+                    ..shape.clone()
+                };
+                gradcheck::dot(&r, &p.forward(&t).data)
+            },
+            1e-3,
+            1e-3,
+            n,
+        );
     }
 }

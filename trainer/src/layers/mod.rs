@@ -105,17 +105,38 @@ impl Layer {
     pub fn params(&mut self) -> Vec<Param<'_>> {
         match self {
             Layer::Conv(l) => vec![
-                Param { value: &mut l.weight, grad: &l.dweight },
-                Param { value: &mut l.bias, grad: &l.dbias },
+                Param {
+                    value: &mut l.weight,
+                    grad: &l.dweight,
+                },
+                Param {
+                    value: &mut l.bias,
+                    grad: &l.dbias,
+                },
             ],
-            Layer::PRelu(l) => vec![Param { value: &mut l.slopes, grad: &l.dslopes }],
+            Layer::PRelu(l) => vec![Param {
+                value: &mut l.slopes,
+                grad: &l.dslopes,
+            }],
             Layer::BatchNorm(l) => vec![
-                Param { value: &mut l.gamma, grad: &l.dgamma },
-                Param { value: &mut l.beta, grad: &l.dbeta },
+                Param {
+                    value: &mut l.gamma,
+                    grad: &l.dgamma,
+                },
+                Param {
+                    value: &mut l.beta,
+                    grad: &l.dbeta,
+                },
             ],
             Layer::Linear(l) => vec![
-                Param { value: &mut l.weight, grad: &l.dweight },
-                Param { value: &mut l.bias, grad: &l.dbias },
+                Param {
+                    value: &mut l.weight,
+                    grad: &l.dweight,
+                },
+                Param {
+                    value: &mut l.bias,
+                    grad: &l.dbias,
+                },
             ],
             Layer::MaxPool(_) | Layer::Flatten(_) => Vec::new(),
         }
@@ -142,7 +163,12 @@ impl Layer {
         match self {
             Layer::Conv(l) => vec![&mut l.weight, &mut l.bias],
             Layer::PRelu(l) => vec![&mut l.slopes],
-            Layer::BatchNorm(l) => vec![&mut l.gamma, &mut l.beta, &mut l.running_mean, &mut l.running_var],
+            Layer::BatchNorm(l) => vec![
+                &mut l.gamma,
+                &mut l.beta,
+                &mut l.running_mean,
+                &mut l.running_var,
+            ],
             Layer::Linear(l) => vec![&mut l.weight, &mut l.bias],
             Layer::MaxPool(_) | Layer::Flatten(_) => Vec::new(),
         }

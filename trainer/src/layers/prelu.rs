@@ -39,7 +39,10 @@ impl PRelu {
 
     /// Applies the activation.
     pub fn forward(&mut self, x: &Tensor) -> &Tensor {
-        assert!(self.slopes.len() == 1 || self.slopes.len() == x.c, "PReLU slope count");
+        assert!(
+            self.slopes.len() == 1 || self.slopes.len() == x.c,
+            "PReLU slope count"
+        );
         self.out.reset(x.c, x.n, x.h, x.w);
         let row = x.row();
         let slopes: Vec<f32> = (0..x.c).map(|c| self.slope(c)).collect();
@@ -112,24 +115,49 @@ mod tests {
                 n: 2,
                 h: 3,
                 w: 3,
-                data: gradcheck::random(54, 1).iter().map(|v| if v.abs() < 0.05 { 0.3 } else { *v }).collect(),
+                data: gradcheck::random(54, 1)
+                    .iter()
+                    .map(|v| if v.abs() < 0.05 { 0.3 } else { *v })
+                    .collect(),
             };
             let r = gradcheck::random(54, 2);
             layer.forward(&x);
-            let dy = Tensor { data: r.clone(), ..x.clone() };
+            let dy = Tensor {
+                data: r.clone(),
+                ..x.clone()
+            };
             layer.backward(&x, &dy, true);
             let (dx, ds) = (layer.dx.data.clone(), layer.dslopes.clone());
             let mut probe = layer.clone();
             let shape = x.clone();
-            gradcheck::check("prelu dx", &mut x.data, &dx, |xs| {
-                let t = Tensor { data: xs.to_vec(), ..shape.clone() };
-                gradcheck::dot(&r, &probe.forward(&t).data)
-            }, 1e-3, 1e-3, 54);
+            gradcheck::check(
+                "prelu dx",
+                &mut x.data,
+                &dx,
+                |xs| {
+                    let t = Tensor {
+                        data: xs.to_vec(),
+                        ..shape.clone()
+                    };
+                    gradcheck::dot(&r, &probe.forward(&t).data)
+                },
+                1e-3,
+                1e-3,
+                54,
+            );
             let mut s = layer.slopes.clone();
-            gradcheck::check("prelu slopes", &mut s, &ds, |s| {
-                probe.slopes.copy_from_slice(s);
-                gradcheck::dot(&r, &probe.forward(&x).data)
-            }, 1e-3, 1e-3, 3);
+            gradcheck::check(
+                "prelu slopes",
+                &mut s,
+                &ds,
+                |s| {
+                    probe.slopes.copy_from_slice(s);
+                    gradcheck::dot(&r, &probe.forward(&x).data)
+                },
+                1e-3,
+                1e-3,
+                3,
+            );
         }
     }
 }
