@@ -24,8 +24,13 @@ pub enum Command {
     FetchData(DataArgs),
     /// Train a network (defaults: the seed's recipe).
     Train(TrainArgs),
-    /// Evaluate a checkpoint on the MNIST test set: accuracy and confusion matrix.
+    /// Evaluate a checkpoint (f32, accuracy and confusion matrix) or an exported model (through
+    /// infer-core: accuracy, rejection rate, images/s) on the MNIST test set.
     Eval(EvalArgs),
+    /// Export a checkpoint as an int8 model file for infer-core (and optionally as f32).
+    Export(ExportArgs),
+    /// Classify your own digit image (PNG, any size, grey or colour) with an exported model.
+    Classify(ClassifyArgs),
     /// Measure training speed (images/s) and peak memory, optionally beside PyTorch.
     Bench(BenchArgs),
 }
@@ -130,15 +135,72 @@ pub struct TrainArgs {
     pub data: DataArgs,
 }
 
+/// The project's default model file (trained `paper`, m = 4), used when `--model` is not given.
+pub const DEFAULT_MODEL: &str = "models/paper-m4.lsq8";
+
 /// `eval` arguments.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["checkpoint", "model"])))]
 pub struct EvalArgs {
-    /// Checkpoint written by `train`.
+    /// Checkpoint written by `train` (evaluated in f32).
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
+    /// Model file written by `export` (evaluated with infer-core, int8).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// With --model: reject digits whose best cosine is below this value.
+    #[arg(long, conflicts_with = "min_gap")]
+    pub min_cos: Option<f32>,
+    /// With --model: reject digits whose angular gap between the best two classes is below
+    /// this many degrees.
+    #[arg(long)]
+    pub min_gap: Option<f32>,
     /// Data location.
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// `export` arguments.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Checkpoint written by `train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Output int8 model file (infer-core format, see docs/model-format.md).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the f32 model (for comparison) to this file.
+    #[arg(long)]
+    pub f32_out: Option<PathBuf>,
+    /// Training images used to calibrate activation ranges (spread evenly over the set).
+    #[arg(long, default_value_t = 2000)]
+    pub calib: usize,
+    /// Calibrate to this percentile of |activation| instead of the maximum (e.g. 99.99).
+    #[arg(long)]
+    pub percentile: Option<f64>,
+    /// Skip the accuracy comparison on the test set after exporting.
+    #[arg(long)]
+    pub no_check: bool,
+    /// Data location.
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// `classify` arguments.
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// Model file written by `export`.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// PNG images of digits (dark-on-light or light-on-dark, any size).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Reject (say "unsure") when the best cosine is below this value.
+    #[arg(long, conflicts_with = "min_gap")]
+    pub min_cos: Option<f32>,
+    /// Reject when the angular gap between the best two classes is below this many degrees.
+    #[arg(long)]
+    pub min_gap: Option<f32>,
 }
 
 /// `bench` arguments.

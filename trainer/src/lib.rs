@@ -10,6 +10,7 @@ extern crate blas_src;
 
 pub mod arch;
 pub mod checkpoint;
+pub mod deploy;
 pub mod gemm;
 #[cfg(test)]
 pub(crate) mod gradcheck;
