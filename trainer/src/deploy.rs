@@ -39,7 +39,8 @@ pub fn write_model(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Parses a model file's bytes with `infer-core`, naming the file in the error.
 pub fn load_model<'a>(bytes: &'a [u8], path: &Path) -> Result<Model<'a>> {
-    Model::from_bytes(bytes).map_err(|e| anyhow!("{}: not a usable model file: {e}", path.display()))
+    Model::from_bytes(bytes)
+        .map_err(|e| anyhow!("{}: not a usable model file: {e}", path.display()))
 }
 
 /// Result of running an exported model over a test split.
@@ -59,19 +60,36 @@ pub struct ModelEvaluation {
 
 /// Classifies the first `limit` images of `split` with `infer-core` (in parallel, one arena
 /// per task).
-pub fn evaluate_model(model: &Model<'_>, split: &Split, limit: Option<usize>, threshold: Option<Threshold>) -> Result<ModelEvaluation> {
+pub fn evaluate_model(
+    model: &Model<'_>,
+    split: &Split,
+    limit: Option<usize>,
+    threshold: Option<Threshold>,
+) -> Result<ModelEvaluation> {
     let n = limit.map_or(split.len(), |l| l.min(split.len()));
     let results: Vec<(u8, bool)> = (0..n)
         .into_par_iter()
         .map_init(
             || vec![0u8; model.arena_bytes()],
-            |arena, i| model.classify(split.image(i), arena, threshold).map(|p| (p.class as u8, p.rejected)),
+            |arena, i| {
+                model
+                    .classify(split.image(i), arena, threshold)
+                    .map(|p| (p.class as u8, p.rejected))
+            },
         )
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow!("classification failed: {e}"))?;
-    let correct = results.iter().enumerate().filter(|(i, r)| r.0 == split.label(*i)).count();
+    let correct = results
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r.0 == split.label(*i))
+        .count();
     let rejected = results.iter().filter(|r| r.1).count();
-    let accepted_correct = results.iter().enumerate().filter(|(i, r)| !r.1 && r.0 == split.label(*i)).count();
+    let accepted_correct = results
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| !r.1 && r.0 == split.label(*i))
+        .count();
     Ok(ModelEvaluation {
         count: n,
         accuracy: 100.0 * correct as f64 / n.max(1) as f64,
@@ -88,7 +106,10 @@ pub fn model_throughput(model: &Model<'_>, split: &Split, count: usize) -> Resul
     let start = Instant::now();
     let mut checksum = 0usize;
     for i in 0..n {
-        checksum += model.classify(split.image(i), &mut arena, None).map_err(|e| anyhow!("{e}"))?.class;
+        checksum += model
+            .classify(split.image(i), &mut arena, None)
+            .map_err(|e| anyhow!("{e}"))?
+            .class;
     }
     std::hint::black_box(checksum);
     Ok(n as f64 / start.elapsed().as_secs_f64())

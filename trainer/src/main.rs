@@ -11,7 +11,9 @@ use lsoftmax_trainer::lambda::LambdaSchedule;
 use lsoftmax_trainer::train::{self, evaluate, RunOptions, TrainConfig, Trainer};
 
 mod cli;
-use cli::{BenchArgs, ClassifyArgs, Cli, Command, DataArgs, EvalArgs, ExportArgs, LambdaKind, TrainArgs};
+use cli::{
+    BenchArgs, ClassifyArgs, Cli, Command, DataArgs, EvalArgs, ExportArgs, LambdaKind, TrainArgs,
+};
 use infer_core::Threshold;
 use lsoftmax_trainer::deploy;
 
@@ -167,7 +169,9 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
 }
 
 fn threshold(min_cos: Option<f32>, min_gap: Option<f32>) -> Option<Threshold> {
-    min_cos.map(Threshold::MinCos).or(min_gap.map(Threshold::MinGapDeg))
+    min_cos
+        .map(Threshold::MinCos)
+        .or(min_gap.map(Threshold::MinGapDeg))
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
@@ -178,7 +182,13 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         let th = threshold(a.min_cos, a.min_gap);
         let e = deploy::evaluate_model(&model, &data.test, None, th)?;
         let ips = deploy::model_throughput(&model, &data.test, 2000)?;
-        println!("{}: {} bytes, arena {} bytes, {} MACs per digit", path.display(), bytes.len(), model.arena_bytes(), model.macs());
+        println!(
+            "{}: {} bytes, arena {} bytes, {} MACs per digit",
+            path.display(),
+            bytes.len(),
+            model.arena_bytes(),
+            model.macs()
+        );
         println!("int8 test accuracy {:.2}% ({} images)", e.accuracy, e.count);
         if th.is_some() {
             println!(
@@ -188,17 +198,26 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
                 e.accepted_accuracy
             );
         }
-        println!("infer-core speed: {ips:.0} images/s on one thread ({:.3} ms per digit)", 1000.0 / ips);
+        println!(
+            "infer-core speed: {ips:.0} images/s on one thread ({:.3} ms per digit)",
+            1000.0 / ips
+        );
         return Ok(());
     }
-    let path = a.checkpoint.as_ref().expect("clap requires --checkpoint or --model");
+    let path = a
+        .checkpoint
+        .as_ref()
+        .expect("clap requires --checkpoint or --model");
     let ck = Checkpoint::load(path)?;
     let epochs = ck.epochs_done;
     let t = Trainer::from_checkpoint(ck)?;
     let mut net = t.net;
     let data = load_data(&a.data)?;
     let e = evaluate(&mut net, &data.test, None);
-    println!("{} (m = {}) after {} epochs: test accuracy {:.2}% ({} images), loss {:.4}", net.spec.name, net.head.margin, epochs, e.accuracy, e.count, e.loss);
+    println!(
+        "{} (m = {}) after {} epochs: test accuracy {:.2}% ({} images), loss {:.4}",
+        net.spec.name, net.head.margin, epochs, e.accuracy, e.count, e.loss
+    );
     println!("confusion matrix (rows: true class, columns: predicted):");
     print!("      ");
     for j in 0..e.confusion.len() {
@@ -233,30 +252,52 @@ fn export_cmd(a: ExportArgs) -> Result<()> {
         calib.len()
     );
     if let Some(f) = &a.f32_out {
-        let fb = lsoftmax_quantize::save_float(&net.to_float_model()).context("encoding the f32 model")?;
+        let fb = lsoftmax_quantize::save_float(&net.to_float_model())
+            .context("encoding the f32 model")?;
         deploy::write_model(f, &fb)?;
         println!("wrote {} (f32): {} bytes", f.display(), fb.len());
     }
     if !a.no_check {
         let f = evaluate(&mut net, &data.test, None);
         let e = deploy::evaluate_model(&model, &data.test, None, None)?;
-        println!("test accuracy: f32 checkpoint {:.2}%, int8 model {:.2}% (difference {:+.2} points)", f.accuracy, e.accuracy, e.accuracy - f.accuracy);
+        println!(
+            "test accuracy: f32 checkpoint {:.2}%, int8 model {:.2}% (difference {:+.2} points)",
+            f.accuracy,
+            e.accuracy,
+            e.accuracy - f.accuracy
+        );
     }
     Ok(())
 }
 
 fn classify_cmd(a: ClassifyArgs) -> Result<()> {
-    let bytes = std::fs::read(&a.model).with_context(|| format!("reading model {} (train and `export` one, or pass --model)", a.model.display()))?;
+    let bytes = std::fs::read(&a.model).with_context(|| {
+        format!(
+            "reading model {} (train and `export` one, or pass --model)",
+            a.model.display()
+        )
+    })?;
     let model = deploy::load_model(&bytes, &a.model)?;
     let mut arena = vec![0u8; model.arena_bytes()];
     let th = threshold(a.min_cos, a.min_gap);
     for path in &a.images {
         let png = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let digit = mnist::preprocess::digit_from_png(&png).with_context(|| format!("{}: cannot use this image", path.display()))?;
-        let p = model.classify(&digit, &mut arena, th).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let verdict = if p.rejected { " (unsure: below the threshold)" } else { "" };
+        let digit = mnist::preprocess::digit_from_png(&png)
+            .with_context(|| format!("{}: cannot use this image", path.display()))?;
+        let p = model
+            .classify(&digit, &mut arena, th)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let verdict = if p.rejected {
+            " (unsure: below the threshold)"
+        } else {
+            ""
+        };
         println!("{}: {}{verdict}", path.display(), p.class);
-        let cos: Vec<String> = p.cos[..p.classes].iter().enumerate().map(|(j, c)| format!("{j}:{c:+.3}")).collect();
+        let cos: Vec<String> = p.cos[..p.classes]
+            .iter()
+            .enumerate()
+            .map(|(j, c)| format!("{j}:{c:+.3}"))
+            .collect();
         println!("  cos(theta_j): {}", cos.join(" "));
         println!("  angular gap to the runner-up: {:.2} degrees", p.gap_deg);
     }

@@ -19,8 +19,23 @@ use crate::tensor::Tensor;
 /// that the column buffer stays in a few MB.
 const TARGET_COLS: usize = 1024;
 
+/// Number of groups whose weight-gradient partial sums are added in a fixed order.
+const WEIGHT_GRAD_GROUPS: usize = 8;
+
 thread_local! {
     static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's column buffer, at least `len` long. The buffer only ever grows, so
+/// switching between layers of different sizes costs no reallocation or re-zeroing.
+fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    COLS.with(|cols| {
+        let mut cols = cols.borrow_mut();
+        if cols.len() < len {
+            cols.resize(len, 0.0);
+        }
+        f(&mut cols[..len])
+    })
 }
 
 /// A convolution layer with its parameters, gradients and reusable buffers.
@@ -46,6 +61,8 @@ pub struct Conv2d {
     pub out: Tensor,
     /// Gradient with respect to the input, from the last backward pass.
     pub dx: Tensor,
+    /// Per-group weight-gradient partial sums, reused across steps.
+    partials: Vec<Vec<f32>>,
 }
 
 impl Conv2d {
@@ -69,6 +86,7 @@ impl Conv2d {
             dbias: vec![0.0; cout],
             out: Tensor::default(),
             dx: Tensor::default(),
+            partials: Vec::new(),
         }
     }
 
@@ -95,10 +113,8 @@ impl Conv2d {
         let this = &*self;
         chunks.par_iter().for_each(|&(n0, n1)| {
             let ncols = (n1 - n0) * plane_o;
-            COLS.with(|cols| {
-                let mut cols = cols.borrow_mut();
-                cols.resize(rows * ncols, 0.0);
-                im2col(x, this.k, this.pad, n0, n1, &mut cols);
+            with_cols(rows * ncols, |cols| {
+                im2col(x, this.k, this.pad, n0, n1, cols);
                 // SAFETY: this chunk owns columns [n0*plane_o, n1*plane_o) of every output row;
                 // chunks are disjoint, so no two tasks touch the same element.
                 unsafe {
@@ -110,7 +126,7 @@ impl Conv2d {
                     gemm_raw(
                         1.0,
                         Mat::new(&this.weight, this.cout, rows),
-                        Mat::new(&cols, rows, ncols),
+                        Mat::new(cols, rows, ncols),
                         1.0,
                         base,
                         row_o,
@@ -151,60 +167,67 @@ impl Conv2d {
         }
         let dxp = SharedMut::new(&mut self.dx.data);
         let chunks = batch_chunks(n, plane_o.max(h * w), TARGET_COLS);
+        // Chunks are split into a fixed number of groups (independent of the thread count); each
+        // group accumulates its weight gradient in its own reusable buffer, and the groups are
+        // summed in order, so the result is deterministic.
+        let groups: Vec<&[(usize, usize)]> = chunks
+            .chunks(chunks.len().div_ceil(WEIGHT_GRAD_GROUPS).max(1))
+            .collect();
+        let mut partials = std::mem::take(&mut self.partials);
+        partials.resize_with(groups.len(), Vec::new);
         let this = &*self;
         let pad_t = this.k - 1 - this.pad;
-        let partials: Vec<Vec<f32>> = chunks
-            .par_iter()
-            .map(|&(n0, n1)| {
-                let ncols = (n1 - n0) * plane_o;
-                let dy_chunk = Mat::strided(&dy.data[n0 * plane_o..], this.cout, ncols, row_o);
-                let mut dw = vec![0.0f32; this.cout * rows];
-                COLS.with(|cols| {
-                    let mut cols = cols.borrow_mut();
-                    cols.resize(rows * ncols, 0.0);
-                    im2col(x, this.k, this.pad, n0, n1, &mut cols);
-                    // SAFETY: `dw` is a local cout x rows buffer.
-                    unsafe {
-                        gemm_raw(
-                            1.0,
-                            dy_chunk,
-                            Mat::new(&cols, rows, ncols).t(),
-                            0.0,
-                            dw.as_mut_ptr(),
-                            rows,
-                        );
-                    }
-                });
-                if need_dx {
-                    let ncols_in = (n1 - n0) * h * w;
-                    COLS.with(|cols| {
-                        let mut cols = cols.borrow_mut();
-                        cols.resize(rows_t * ncols_in, 0.0);
-                        im2col(dy, this.k, pad_t, n0, n1, &mut cols);
-                        // SAFETY: this chunk owns columns [n0*h*w, n1*h*w) of every row of dx;
-                        // chunks are disjoint.
+        partials
+            .par_iter_mut()
+            .zip(&groups)
+            .for_each(|(dw, group)| {
+                dw.clear();
+                dw.resize(this.cout * rows, 0.0);
+                for &(n0, n1) in group.iter() {
+                    let ncols = (n1 - n0) * plane_o;
+                    let dy_chunk = Mat::strided(&dy.data[n0 * plane_o..], this.cout, ncols, row_o);
+                    with_cols(rows * ncols, |cols| {
+                        im2col(x, this.k, this.pad, n0, n1, cols);
+                        // SAFETY: `dw` is this group's own cout x rows buffer.
                         unsafe {
-                            let base = dxp.slice(n0 * h * w, 1).as_mut_ptr();
                             gemm_raw(
                                 1.0,
-                                Mat::new(&flipped, this.cin, rows_t),
-                                Mat::new(&cols, rows_t, ncols_in),
-                                0.0,
-                                base,
-                                n * h * w,
+                                dy_chunk,
+                                Mat::new(cols, rows, ncols).t(),
+                                1.0,
+                                dw.as_mut_ptr(),
+                                rows,
                             );
                         }
                     });
+                    if need_dx {
+                        let ncols_in = (n1 - n0) * h * w;
+                        with_cols(rows_t * ncols_in, |cols| {
+                            im2col(dy, this.k, pad_t, n0, n1, cols);
+                            // SAFETY: this chunk owns columns [n0*h*w, n1*h*w) of every row of dx;
+                            // chunks are disjoint.
+                            unsafe {
+                                let base = dxp.slice(n0 * h * w, 1).as_mut_ptr();
+                                gemm_raw(
+                                    1.0,
+                                    Mat::new(&flipped, this.cin, rows_t),
+                                    Mat::new(cols, rows_t, ncols_in),
+                                    0.0,
+                                    base,
+                                    n * h * w,
+                                );
+                            }
+                        });
+                    }
                 }
-                dw
-            })
-            .collect();
+            });
         self.dweight.fill(0.0);
         for p in &partials {
             for (a, b) in self.dweight.iter_mut().zip(p) {
                 *a += b;
             }
         }
+        self.partials = partials;
         let dbias: Vec<f32> = (0..self.cout)
             .into_par_iter()
             .map(|c| {
@@ -237,32 +260,61 @@ impl Conv2d {
 
 /// Unfolds images `n0..n1` of `x` into `cols[(c, ky, kx)][(image, oy, ox)]` for a `k x k`
 /// kernel with zero padding `pad` and stride 1.
+///
+/// When the output has the input's width ("same" padding), the rows of one kernel tap are the
+/// input plane shifted by a constant offset, so each plane is one block copy followed by zeroing
+/// the few columns that wrapped around a row end; otherwise rows are copied one by one.
 fn im2col(x: &Tensor, k: usize, pad: usize, n0: usize, n1: usize, cols: &mut [f32]) {
     let (h, w) = (x.h, x.w);
     let (ho, wo) = (h + 2 * pad + 1 - k, w + 2 * pad + 1 - k);
-    let ncols = (n1 - n0) * ho * wo;
+    let plane_o = ho * wo;
+    let ncols = (n1 - n0) * plane_o;
     for ci in 0..x.c {
         for ky in 0..k {
+            // Output rows whose input row oy + ky - pad lies inside the image.
+            let oy_lo = pad.saturating_sub(ky).min(ho);
+            let oy_hi = (h + pad).saturating_sub(ky).min(ho).max(oy_lo);
             for kx in 0..k {
                 let r = (ci * k + ky) * k + kx;
                 let dst_row = &mut cols[r * ncols..(r + 1) * ncols];
-                // Output columns ox whose input column ox + kx - pad lies inside the image.
+                // Output columns whose input column ox + kx - pad lies inside the image.
                 let ox_lo = pad.saturating_sub(kx).min(wo);
                 let ox_hi = (w + pad).saturating_sub(kx).min(wo).max(ox_lo);
                 for (b, img) in (n0..n1).enumerate() {
-                    let src_plane = &x.data[(ci * x.n + img) * h * w..][..h * w];
-                    for oy in 0..ho {
-                        let dst = &mut dst_row[(b * ho + oy) * wo..][..wo];
-                        let iy = oy + ky;
-                        if iy < pad || iy >= h + pad || ox_lo == ox_hi {
-                            dst.fill(0.0);
-                            continue;
+                    let src = &x.data[(ci * x.n + img) * h * w..][..h * w];
+                    let dst = &mut dst_row[b * plane_o..][..plane_o];
+                    dst[..oy_lo * wo].fill(0.0);
+                    dst[oy_hi * wo..].fill(0.0);
+                    if oy_lo == oy_hi {
+                        continue;
+                    }
+                    let body = &mut dst[oy_lo * wo..oy_hi * wo];
+                    if w == wo {
+                        // body[i] = src[start + i] with start = (oy_lo + ky - pad) * w + kx - pad.
+                        let start = ((oy_lo + ky - pad) * w + kx) as isize - pad as isize;
+                        let lo = (-start).max(0) as usize;
+                        let hi = (body.len() as isize)
+                            .min((h * w) as isize - start)
+                            .max(lo as isize) as usize;
+                        body[..lo].fill(0.0);
+                        body[hi..].fill(0.0);
+                        let s0 = (start + lo as isize) as usize;
+                        body[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                        for row in body.chunks_exact_mut(wo) {
+                            row[..ox_lo].fill(0.0);
+                            row[ox_hi..].fill(0.0);
                         }
-                        let src_row = &src_plane[(iy - pad) * w..][..w];
-                        dst[..ox_lo].fill(0.0);
-                        dst[ox_hi..].fill(0.0);
-                        let ix_lo = ox_lo + kx - pad;
-                        dst[ox_lo..ox_hi].copy_from_slice(&src_row[ix_lo..ix_lo + (ox_hi - ox_lo)]);
+                    } else {
+                        for (row, oy) in body.chunks_exact_mut(wo).zip(oy_lo..oy_hi) {
+                            let src_row = &src[(oy + ky - pad) * w..][..w];
+                            row[..ox_lo].fill(0.0);
+                            row[ox_hi..].fill(0.0);
+                            if ox_lo < ox_hi {
+                                let ix_lo = ox_lo + kx - pad;
+                                row[ox_lo..ox_hi]
+                                    .copy_from_slice(&src_row[ix_lo..ix_lo + (ox_hi - ox_lo)]);
+                            }
+                        }
                     }
                 }
             }
