@@ -11,5 +11,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== cargo test"
 cargo test --workspace --release
+echo "== infer-core tests again in debug (overflow checks on: the hostile-input test must not overflow)"
+cargo test -p infer-core
 echo "== infer-core for thumbv7em-none-eabihf (no_std, no alloc)"
 cargo build -p infer-core --release --target thumbv7em-none-eabihf

@@ -1,3 +1,46 @@
-//! no_std inference for exported L-Softmax models.
+//! `no_std`, allocation-free, panic-free int8 inference for L-Softmax digit classifiers
+//! exported by `lsoftmax-quantize`.
+//!
+//! ```ignore
+//! let model = infer_core::Model::from_bytes(MODEL_BYTES)?;   // validates everything
+//! let mut arena = [0u8; 90_000];                           // >= model.arena_bytes()
+//! let p = model.classify(&image, &mut arena, Some(infer_core::Threshold::MinCos(0.5)))?;
+//! ```
+//!
+//! * [`format`] defines the one model file format (postcard body borrowed from the file,
+//!   CRC-32 trailer); `docs/model-format.md` specifies it byte by byte.
+//! * [`Model`] holds a validated model; [`Model::classify`] runs integer-only inference
+//!   (int8 activations and weights, i32 accumulators, fixed-point requantization), which
+//!   gives bit-identical results on every target.
+//! * The decision rule is the L-Softmax head's: `class = argmax_j W_j . x`, with the cosine of
+//!   every class angle and the angular gap reported in [`Prediction`].
+//!
+//! # Performance
+//!
+//! The kernels use no `unsafe` and no intrinsics; they are shaped for the compiler's
+//! auto-vectorizer (i8 x i8 -> i32 multiply-accumulate over contiguous HWC channels, one
+//! receptive-field window per output pixel, compile-time-length dot products for common
+//! `k*k*cin` on 64-bit desktop targets). The default x86-64 target only has SSE2; build with
+//! `RUSTFLAGS="-C target-cpu=native"` (or `x86-64-v3`) to get AVX2 code, about 2.5x faster.
+//! Results are bit-identical whatever the target or flags.
 #![no_std]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod crc;
+mod error;
+pub mod format;
+mod kernels;
+pub mod math;
+mod model;
+
+pub use crc::{crc32, crc32_update};
+pub use error::Error;
+pub use format::{MAX_CLASSES, MAX_LAYERS};
+pub use model::{Model, Prediction, Threshold};

@@ -33,6 +33,9 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// Measure training speed (images/s) and peak memory, optionally beside PyTorch.
     Bench(BenchArgs),
+    /// Measure infer-core's single-thread speed on exported models, optionally beside
+    /// onnxruntime (bench/onnx_infer_bench.py) on the same network.
+    BenchInfer(BenchInferArgs),
 }
 
 /// Where MNIST lives.
@@ -226,6 +229,28 @@ pub struct BenchArgs {
     #[arg(long)]
     pub torch: bool,
     /// Data location (real MNIST batches are used).
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// `bench-infer` arguments.
+#[derive(Debug, Args)]
+pub struct BenchInferArgs {
+    /// Model files written by `export` (each is timed).
+    #[arg(long, required = true)]
+    pub model: Vec<PathBuf>,
+    /// Test digits classified per model (batch 1, one thread).
+    #[arg(long, default_value_t = 2000)]
+    pub images: usize,
+    /// Also run onnxruntime (fp32 and its own int8) single-thread on the `paper` network in the
+    /// same run (bench/onnx_infer_bench.py; PYTHON defaults to .cache/venv/bin/python).
+    #[arg(long)]
+    pub onnx: bool,
+    /// Trained weights (safetensors, the seed's names) for the onnxruntime run; without them
+    /// it times random weights (speed does not depend on them, agreement does).
+    #[arg(long)]
+    pub onnx_weights: Option<PathBuf>,
+    /// Data location.
     #[command(flatten)]
     pub data: DataArgs,
 }

@@ -12,7 +12,8 @@ use lsoftmax_trainer::train::{self, evaluate, RunOptions, TrainConfig, Trainer};
 
 mod cli;
 use cli::{
-    BenchArgs, ClassifyArgs, Cli, Command, DataArgs, EvalArgs, ExportArgs, LambdaKind, TrainArgs,
+    BenchArgs, BenchInferArgs, ClassifyArgs, Cli, Command, DataArgs, EvalArgs, ExportArgs,
+    LambdaKind, TrainArgs,
 };
 use infer_core::Threshold;
 use lsoftmax_trainer::deploy;
@@ -52,6 +53,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train_cmd(a),
         Command::Eval(a) => eval_cmd(a),
         Command::Bench(a) => bench_cmd(a),
+        Command::BenchInfer(a) => bench_infer_cmd(a),
         Command::Export(a) => export_cmd(a),
         Command::Classify(a) => classify_cmd(a),
     }
@@ -362,10 +364,11 @@ fn torch_compare(a: &BenchArgs, ours: &[(usize, f64)]) -> Result<()> {
     let out = std::process::Command::new(&python)
         .arg("bench/torch_train_bench.py")
         .arg("--json")
-        .arg("--batch")
         .args(&batches)
         .arg("--steps")
         .arg(a.steps.to_string())
+        .arg("--warmup")
+        .arg(a.warmup.to_string())
         .arg("--margin")
         .arg(a.margin.to_string())
         .output()
@@ -386,6 +389,70 @@ fn torch_compare(a: &BenchArgs, ours: &[(usize, f64)]) -> Result<()> {
         let mine = ours.iter().find(|(b, _)| *b as u64 == batch).map(|x| x.1);
         let ratio = mine.map_or("n/a".to_string(), |m| format!("{:.2}x", m / ips));
         println!("  pytorch   batch {batch:>4}: {ips:8.1} images/s (torch {}, {} threads) -> lsoftmax / pytorch = {ratio}", v["torch"].as_str().unwrap_or("?"), v["threads"]);
+    }
+    Ok(())
+}
+
+fn bench_infer_cmd(a: BenchInferArgs) -> Result<()> {
+    let data = load_data(&a.data)?;
+    println!(
+        "bench-infer: infer-core, one thread, batch 1, {} MNIST test digits per model",
+        a.images
+    );
+    let mut paper_ms = None;
+    for path in &a.model {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let model = deploy::load_model(&bytes, path)?;
+        // Warm caches, then time.
+        deploy::model_throughput(&model, &data.test, 50)?;
+        let ips = deploy::model_throughput(&model, &data.test, a.images)?;
+        let ms = 1000.0 / ips;
+        println!(
+            "  infer-core  {}: {ips:8.1} images/s ({ms:.3} ms/digit; {} MACs, file {} bytes, arena {} bytes)",
+            path.display(),
+            model.macs(),
+            bytes.len(),
+            model.arena_bytes()
+        );
+        if model.macs() > 50_000_000 {
+            paper_ms = Some(ms);
+        }
+    }
+    if a.onnx {
+        let python =
+            std::env::var("PYTHON").unwrap_or_else(|_| ".cache/venv/bin/python".to_string());
+        let mut cmd = std::process::Command::new(&python);
+        cmd.args(["bench/onnx_infer_bench.py", "--json", "--agree-n", "0"]);
+        if let Some(w) = &a.onnx_weights {
+            cmd.arg("--weights").arg(w);
+        }
+        let out = cmd.output().with_context(|| format!("running {python} bench/onnx_infer_bench.py (run bench/setup_python.sh first, or set PYTHON)"))?;
+        if !out.status.success() {
+            bail!(
+                "the onnxruntime reference failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["batch"].as_u64() != Some(1) {
+                continue;
+            }
+            let (Some(prec), Some(ms)) = (v["precision"].as_str(), v["ms_per_digit"].as_f64())
+            else {
+                continue;
+            };
+            let ratio = paper_ms.map_or("n/a (no paper-sized model given)".to_string(), |p| {
+                format!("{:.2}x", ms / p)
+            });
+            println!(
+                "  onnxruntime paper {prec}: {:8.1} images/s ({ms:.3} ms/digit, onnxruntime {}) -> infer-core speed-up {ratio}",
+                1000.0 / ms,
+                v["onnxruntime"].as_str().unwrap_or("?")
+            );
+        }
     }
     Ok(())
 }

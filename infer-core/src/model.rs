@@ -1,0 +1,540 @@
+//! A validated, borrowed model and integer inference.
+
+use crate::format::{
+    decode_body, unframe, KernelParams, LayerDesc, LayerParams, ModelBody, Shape, MAX_CLASSES,
+};
+use crate::kernels::{conv2d, dense, dot_i8, maxpool2};
+use crate::math::{
+    acos_f32, chunk_i32, chunk_i64, isqrt_u64, MAX_BIAS, MAX_OFFSET, MAX_SHIFT, MAX_TERMS,
+    MIN_SHIFT,
+};
+use crate::Error;
+
+/// When to flag a prediction as rejected (see [`Prediction::rejected`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Threshold {
+    /// Reject unless the cosine between the feature vector and the predicted class's weight
+    /// vector is at least this value.
+    MinCos(f32),
+    /// Reject unless the angular gap [`Prediction::gap_deg`] is at least this many degrees.
+    MinGapDeg(f32),
+}
+
+/// Result of [`Model::classify`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prediction {
+    /// Predicted class: the `j` maximising `W_j . x` (exactly, in integers; ties go to the
+    /// lowest index).
+    pub class: usize,
+    /// Number of classes; entries of the arrays below at and after this index are 0.
+    pub classes: usize,
+    /// Integer dot products `q(W_j) . q(x)` of the int8 head weights and int8 features (the
+    /// per-class weight scales are not applied).
+    pub dots: [i32; MAX_CLASSES],
+    /// `cos(theta_j) = (W_j . x) / (|W_j| |x|)`, from the integer dot products and integer
+    /// norms (the per-class and feature scales cancel). 0 when either norm is 0.
+    pub cos: [f32; MAX_CLASSES],
+    /// Angular gap in degrees: `min_{j != class} theta_j - theta_class` (may be negative when a
+    /// class with a smaller weight norm points closer to `x`); 180 for a one-class model.
+    pub gap_deg: f32,
+    /// Whether the threshold passed to [`Model::classify`] was not met (always `false` without
+    /// one). The comparison is `value >= threshold`; a NaN threshold rejects everything.
+    pub rejected: bool,
+}
+
+/// A model file parsed and fully validated; borrows every array from the file's bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'a> {
+    body: ModelBody<'a>,
+    head_norm_q16: [u64; MAX_CLASSES],
+    /// Scratch bytes at the start of the arena (largest convolution receptive field).
+    scratch: usize,
+    arena: usize,
+    macs: u64,
+}
+
+fn kernel_check(
+    layer: usize,
+    p: &KernelParams<'_>,
+    outs: usize,
+    terms: usize,
+) -> Result<(), Error> {
+    let bad = |what| Error::ShapeMismatch { layer, what };
+    let range = |what| Error::ParamOutOfRange { layer, what };
+    if terms == 0 || terms > MAX_TERMS {
+        return Err(range("accumulator length (k*k*cin or inputs)"));
+    }
+    let wlen = outs
+        .checked_mul(terms)
+        .ok_or(bad("weight count overflows"))?;
+    if p.weights.len() != wlen {
+        return Err(bad("weight array length"));
+    }
+    if p.bias.len() != outs * 4 {
+        return Err(bad("bias array length"));
+    }
+    if p.mult_pos.len() != outs * 4 || p.mult_neg.len() != outs * 4 {
+        return Err(bad("multiplier array length"));
+    }
+    if p.shift.len() != outs {
+        return Err(bad("shift array length"));
+    }
+    if p.offset.len() != outs * 8 {
+        return Err(bad("offset array length"));
+    }
+    if p.bias
+        .chunks_exact(4)
+        .map(chunk_i32)
+        .any(|b| b.unsigned_abs() > MAX_BIAS as u32)
+    {
+        return Err(range("bias"));
+    }
+    if p.shift
+        .iter()
+        .any(|&s| !(MIN_SHIFT..=MAX_SHIFT).contains(&s))
+    {
+        return Err(range("shift"));
+    }
+    if p.offset
+        .chunks_exact(8)
+        .map(chunk_i64)
+        .any(|o| o.unsigned_abs() > MAX_OFFSET as u64)
+    {
+        return Err(range("offset"));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Act {
+    Map(Shape),
+    Vector(usize),
+}
+
+fn map_len(layer: usize, s: Shape) -> Result<usize, Error> {
+    if s.h == 0 || s.w == 0 || s.c == 0 {
+        return Err(Error::ShapeMismatch {
+            layer,
+            what: "empty map",
+        });
+    }
+    s.len().ok_or(Error::ShapeMismatch {
+        layer,
+        what: "map too large",
+    })
+}
+
+impl<'a> Model<'a> {
+    /// Parses and validates a model file.
+    ///
+    /// Checks, in order: magic, version/flags, declared length, CRC-32, the postcard body,
+    /// then every layer: descriptor kind vs parameter kind, shape chaining from the
+    /// `input_hw x input_hw x 1` image to the `features`-long vector, every array length
+    /// against the declared shapes, accumulator lengths (`<= 2^16` products), bias, shift
+    /// and offset ranges, and the head. After it succeeds, [`Model::classify`] cannot fail
+    /// because of the model's content.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+        let body = decode_body(unframe(bytes)?)?;
+        let h = &body.header;
+        let hw = usize::from(h.input_hw);
+        if hw == 0 {
+            return Err(Error::Malformed("input_hw is 0"));
+        }
+        if body.input.lut.len() != 256 {
+            return Err(Error::Malformed("input lookup table must have 256 entries"));
+        }
+        if h.arch.len() != body.layers.len() {
+            return Err(Error::Malformed(
+                "descriptor and parameter lists differ in length",
+            ));
+        }
+        let mut act = Act::Map(Shape {
+            h: h.input_hw,
+            w: h.input_hw,
+            c: 1,
+        });
+        let mut cur_len = hw * hw;
+        let mut arena = cur_len;
+        let mut scratch = 0usize;
+        let mut macs = 0u64;
+        for (i, (d, p)) in h
+            .arch
+            .as_slice()
+            .iter()
+            .zip(body.layers.as_slice())
+            .enumerate()
+        {
+            let bad = |what| Error::ShapeMismatch { layer: i, what };
+            match (*d, *p) {
+                (
+                    LayerDesc::Conv {
+                        input,
+                        output,
+                        k,
+                        pad,
+                    },
+                    LayerParams::Conv(kp),
+                ) => {
+                    if act != Act::Map(input) {
+                        return Err(bad("conv input shape differs from the previous output"));
+                    }
+                    let (k, pad) = (usize::from(k), usize::from(pad));
+                    if k == 0 || pad >= k {
+                        return Err(bad("kernel size 0 or padding >= kernel size"));
+                    }
+                    let oh = (usize::from(input.h) + 2 * pad).checked_sub(k - 1);
+                    let ow = (usize::from(input.w) + 2 * pad).checked_sub(k - 1);
+                    if oh != Some(usize::from(output.h)) || ow != Some(usize::from(output.w)) {
+                        return Err(bad("conv output size differs from input + 2*pad - k + 1"));
+                    }
+                    let out_len = map_len(i, output)?;
+                    let terms = k * k * usize::from(input.c);
+                    kernel_check(i, &kp, usize::from(output.c), terms)?;
+                    scratch = scratch.max(terms);
+                    arena = arena.max(cur_len.checked_add(out_len).ok_or(bad("map too large"))?);
+                    macs = macs.saturating_add((out_len as u64).saturating_mul(terms as u64));
+                    cur_len = out_len;
+                    act = Act::Map(output);
+                }
+                (LayerDesc::MaxPool2 { input, output }, LayerParams::MaxPool2) => {
+                    if act != Act::Map(input) {
+                        return Err(bad("pool input shape differs from the previous output"));
+                    }
+                    if input.h < 2
+                        || input.w < 2
+                        || output.h != input.h / 2
+                        || output.w != input.w / 2
+                        || output.c != input.c
+                    {
+                        return Err(bad("pool output shape differs from input / 2"));
+                    }
+                    let out_len = map_len(i, output)?;
+                    arena = arena.max(cur_len.checked_add(out_len).ok_or(bad("map too large"))?);
+                    cur_len = out_len;
+                    act = Act::Map(output);
+                }
+                (LayerDesc::Flatten { input, output }, LayerParams::Flatten) => {
+                    if act != Act::Map(input) {
+                        return Err(bad("flatten input shape differs from the previous output"));
+                    }
+                    let n = map_len(i, input)?;
+                    if usize::try_from(output) != Ok(n) {
+                        return Err(bad("flatten output length differs from h*w*c"));
+                    }
+                    act = Act::Vector(n);
+                }
+                (LayerDesc::Dense { input, output }, LayerParams::Dense(kp)) => {
+                    let n_in = usize::try_from(input).map_err(|_| bad("dense input too large"))?;
+                    let n_out =
+                        usize::try_from(output).map_err(|_| bad("dense output too large"))?;
+                    if act != Act::Vector(n_in) {
+                        return Err(bad("dense input length differs from the previous output"));
+                    }
+                    if n_out == 0 {
+                        return Err(bad("dense layer with no outputs"));
+                    }
+                    kernel_check(i, &kp, n_out, n_in)?;
+                    arena = arena.max(cur_len.checked_add(n_out).ok_or(bad("map too large"))?);
+                    macs = macs.saturating_add((n_in as u64).saturating_mul(n_out as u64));
+                    cur_len = n_out;
+                    act = Act::Vector(n_out);
+                }
+                _ => return Err(bad("descriptor kind differs from parameter kind")),
+            }
+        }
+        let head_layer = h.arch.len();
+        let features = usize::try_from(h.features).map_err(|_| Error::Malformed("features"))?;
+        if act != Act::Vector(features) {
+            return Err(Error::ShapeMismatch {
+                layer: head_layer,
+                what: "the last layer's output is not a vector of header.features values",
+            });
+        }
+        if features == 0 || features > MAX_TERMS {
+            return Err(Error::ParamOutOfRange {
+                layer: head_layer,
+                what: "feature count",
+            });
+        }
+        let classes = usize::from(h.classes);
+        if classes == 0 || classes > MAX_CLASSES {
+            return Err(Error::ParamOutOfRange {
+                layer: head_layer,
+                what: "class count",
+            });
+        }
+        let head = &body.head;
+        if head.weights.len() != classes * features {
+            return Err(Error::ShapeMismatch {
+                layer: head_layer,
+                what: "head weight array length",
+            });
+        }
+        if head.mult.len() != classes * 4 {
+            return Err(Error::ShapeMismatch {
+                layer: head_layer,
+                what: "head multiplier array length",
+            });
+        }
+        if head.mult.chunks_exact(4).map(chunk_i32).any(|m| m < 0) {
+            return Err(Error::ParamOutOfRange {
+                layer: head_layer,
+                what: "head multiplier",
+            });
+        }
+        if head.shift > 62 {
+            return Err(Error::ParamOutOfRange {
+                layer: head_layer,
+                what: "head shift",
+            });
+        }
+        // sqrt(|W_j|^2) with 16 fractional bits; |W_j|^2 <= 2^16 * 2^14 = 2^30, so the
+        // shifted value stays below 2^62.
+        let mut head_norm_q16 = [0u64; MAX_CLASSES];
+        for (n, row) in head_norm_q16
+            .iter_mut()
+            .zip(head.weights.chunks_exact(features))
+        {
+            let sq: u64 = row
+                .iter()
+                .map(|&v| (i64::from(v as i8) * i64::from(v as i8)) as u64)
+                .sum();
+            *n = isqrt_u64(sq << 32);
+        }
+        macs = macs.saturating_add((features * classes) as u64);
+        let arena = arena
+            .checked_add(scratch)
+            .ok_or(Error::Malformed("arena too large"))?;
+        Ok(Model {
+            body,
+            head_norm_q16,
+            scratch,
+            arena,
+            macs,
+        })
+    }
+
+    /// Bytes of scratch memory [`Model::classify`] needs: the largest convolution receptive
+    /// field (`k*k*cin`, a window buffer) plus the largest `input + output` size over all
+    /// layers (two int8 maps that live at the two ends of the rest of the arena).
+    pub fn arena_bytes(&self) -> usize {
+        self.arena
+    }
+
+    /// Multiply-accumulates per image (convolutions, dense layers and the head).
+    pub fn macs(&self) -> u64 {
+        self.macs
+    }
+
+    /// Input images are `input_hw() x input_hw()` pixels.
+    pub fn input_hw(&self) -> usize {
+        usize::from(self.body.header.input_hw)
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        usize::from(self.body.header.classes)
+    }
+
+    /// Length of the feature vector fed to the head.
+    pub fn features(&self) -> usize {
+        self.body.header.features as usize
+    }
+
+    /// The L-Softmax margin the model was trained with (informational).
+    pub fn margin(&self) -> u32 {
+        self.body.header.margin
+    }
+
+    /// The decoded (and validated) body, for inspection.
+    pub fn body(&self) -> &ModelBody<'a> {
+        &self.body
+    }
+
+    /// Runs the network on one image (`input_hw^2` pixels, row-major, 0 = background)
+    /// using `arena` (at least [`Model::arena_bytes`] bytes) as the only working memory.
+    ///
+    /// Fails only when the image has the wrong size ([`Error::InputSize`]) or the arena is
+    /// too small ([`Error::ArenaTooSmall`]).
+    pub fn classify(
+        &self,
+        image: &[u8],
+        arena: &mut [u8],
+        threshold: Option<Threshold>,
+    ) -> Result<Prediction, Error> {
+        let features = self.run(image, arena)?;
+        Ok(self.head(features, threshold))
+    }
+
+    /// Runs the feature layers and returns the int8 feature vector (a slice of `arena`).
+    pub fn features_of<'b>(&self, image: &[u8], arena: &'b mut [u8]) -> Result<&'b [u8], Error> {
+        self.run(image, arena)
+    }
+
+    fn run<'b>(&self, image: &[u8], arena: &'b mut [u8]) -> Result<&'b [u8], Error> {
+        const LAYOUT: Error = Error::Malformed("internal: arena layout");
+        let hw = self.input_hw();
+        let n_in = hw * hw;
+        if image.len() != n_in {
+            return Err(Error::InputSize {
+                expected: n_in,
+                got: image.len(),
+            });
+        }
+        let got = arena.len();
+        let arena = arena.get_mut(..self.arena).ok_or(Error::ArenaTooSmall {
+            needed: self.arena,
+            got,
+        })?;
+        let (win, arena) = arena.split_at_mut_checked(self.scratch).ok_or(LAYOUT)?;
+        let lut = self.body.input.lut;
+        for (d, &p) in arena.iter_mut().zip(image) {
+            *d = lut.get(usize::from(p)).copied().unwrap_or(0);
+        }
+        // The current map sits at the front of the arena (`front`) or at its back.
+        let mut front = true;
+        let mut cur = n_in;
+        for (d, p) in self
+            .body
+            .header
+            .arch
+            .as_slice()
+            .iter()
+            .zip(self.body.layers.as_slice())
+        {
+            let out_len = match *d {
+                LayerDesc::Conv { output, .. } | LayerDesc::MaxPool2 { output, .. } => {
+                    output.len().unwrap_or(0)
+                }
+                LayerDesc::Dense { output, .. } => output as usize,
+                LayerDesc::Flatten { .. } => continue,
+            };
+            let (src, dst) = split(arena, front, cur, out_len).ok_or(LAYOUT)?;
+            match (*d, *p) {
+                (
+                    LayerDesc::Conv {
+                        input,
+                        output,
+                        k,
+                        pad,
+                    },
+                    LayerParams::Conv(kp),
+                ) => conv2d(
+                    src,
+                    input,
+                    dst,
+                    output,
+                    usize::from(k),
+                    usize::from(pad),
+                    &kp,
+                    win,
+                ),
+                (LayerDesc::MaxPool2 { input, output }, LayerParams::MaxPool2) => {
+                    maxpool2(src, input, dst, output)
+                }
+                (LayerDesc::Dense { .. }, LayerParams::Dense(kp)) => dense(src, dst, &kp),
+                _ => return Err(LAYOUT),
+            }
+            front = !front;
+            cur = out_len;
+        }
+        let total = arena.len();
+        let feats = if front {
+            arena.get(..cur)
+        } else {
+            total.checked_sub(cur).and_then(|s| arena.get(s..))
+        };
+        feats.ok_or(LAYOUT)
+    }
+
+    fn head(&self, x: &[u8], threshold: Option<Threshold>) -> Prediction {
+        let classes = self.classes();
+        let hp = &self.body.head;
+        let mut pred = Prediction {
+            class: 0,
+            classes,
+            dots: [0; MAX_CLASSES],
+            cos: [0.0; MAX_CLASSES],
+            gap_deg: 180.0,
+            rejected: false,
+        };
+        let n = x.len().max(1);
+        let mut best: Option<i64> = None;
+        for (j, (dot, wr)) in pred
+            .dots
+            .iter_mut()
+            .zip(hp.weights.chunks_exact(n))
+            .enumerate()
+        {
+            *dot = dot_i8(x, wr);
+            let m = hp.mult.get(j * 4..j * 4 + 4).map(chunk_i32).unwrap_or(0);
+            let score = i64::from(*dot) * i64::from(m);
+            if best.is_none_or(|b| score > b) {
+                best = Some(score);
+                pred.class = j;
+            }
+        }
+        let x_sq: u64 = x
+            .iter()
+            .map(|&v| (i64::from(v as i8) * i64::from(v as i8)) as u64)
+            .sum();
+        let x_norm_q16 = isqrt_u64(x_sq << 32);
+        let mut angles = [0f32; MAX_CLASSES];
+        for (((c, a), &dot), &wn) in pred
+            .cos
+            .iter_mut()
+            .zip(angles.iter_mut())
+            .zip(pred.dots.iter())
+            .zip(self.head_norm_q16.iter())
+            .take(classes)
+        {
+            let den = (wn as f32) * (x_norm_q16 as f32);
+            *c = if den > 0.0 {
+                ((dot as f32 * 4_294_967_296.0) / den).clamp(-1.0, 1.0)
+            } else {
+                0.0
+            };
+            *a = acos_f32(*c);
+        }
+        let theta = angles.get(pred.class).copied().unwrap_or(0.0);
+        let other = angles
+            .iter()
+            .take(classes)
+            .enumerate()
+            .filter(|&(j, _)| j != pred.class)
+            .map(|(_, &a)| a)
+            .fold(f32::INFINITY, f32::min);
+        if other.is_finite() {
+            pred.gap_deg = (other - theta) * (180.0 / core::f32::consts::PI);
+        }
+        let best_cos = pred.cos.get(pred.class).copied().unwrap_or(0.0);
+        pred.rejected = match threshold {
+            None => false,
+            Some(Threshold::MinCos(t)) => !meets(best_cos, t),
+            Some(Threshold::MinGapDeg(t)) => !meets(pred.gap_deg, t),
+        };
+        pred
+    }
+}
+
+/// `value >= threshold`, false when either is NaN.
+fn meets(value: f32, threshold: f32) -> bool {
+    matches!(
+        value.partial_cmp(&threshold),
+        Some(core::cmp::Ordering::Greater | core::cmp::Ordering::Equal)
+    )
+}
+
+/// Splits the arena into the current map (`cur` bytes at the front or the back) and the
+/// destination of the next layer (`out` bytes at the other end).
+fn split(arena: &mut [u8], src_front: bool, cur: usize, out: usize) -> Option<(&[u8], &mut [u8])> {
+    let total = arena.len();
+    if src_front {
+        let (a, b) = arena.split_at_mut_checked(total.checked_sub(out)?)?;
+        Some((a.get(..cur)?, b))
+    } else {
+        let (a, b) = arena.split_at_mut_checked(out)?;
+        let start = b.len().checked_sub(cur)?;
+        Some((b.get(start..)?, a))
+    }
+}
