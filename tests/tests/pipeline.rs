@@ -35,17 +35,36 @@ fn train_tiny_export_and_run_on_infer_core() {
     cfg.lr_steps = vec![1];
     let dir = std::env::temp_dir().join(format!("lsoftmax-pipeline-{}", std::process::id()));
     let mut t = Trainer::new(cfg).unwrap();
-    let eval = run(&mut t, &data, &dir, &RunOptions { progress: false, stop_after: None })
-        .unwrap()
-        .unwrap();
-    eprintln!("tiny m=4, 2 epochs: f32 test accuracy {:.2}%", eval.accuracy);
+    let eval = run(
+        &mut t,
+        &data,
+        &dir,
+        &RunOptions {
+            progress: false,
+            stop_after: None,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    eprintln!(
+        "tiny m=4, 2 epochs: f32 test accuracy {:.2}%",
+        eval.accuracy
+    );
     assert_eq!(eval.count, 10_000);
-    assert!(eval.accuracy >= 98.5, "test accuracy {:.2}% < 98.5%", eval.accuracy);
+    assert!(
+        eval.accuracy >= 98.5,
+        "test accuracy {:.2}% < 98.5%",
+        eval.accuracy
+    );
 
     // 2. Reload the checkpoint from disk (what `export` does) and quantize.
     let ck = Checkpoint::load(&RunPaths::new(&dir).checkpoint).unwrap();
     let mut net = Trainer::from_checkpoint(ck).unwrap().net;
-    assert_eq!(evaluate(&mut net, &data.test, None), eval, "checkpoint reload changed the network");
+    assert_eq!(
+        evaluate(&mut net, &data.test, None),
+        eval,
+        "checkpoint reload changed the network"
+    );
     let calib = deploy::calibration_images(&data.train, deploy::DEFAULT_CALIBRATION_IMAGES);
     let q = deploy::export(&net, &calib, None).unwrap();
     let bytes = q.to_bytes().unwrap();
@@ -58,13 +77,24 @@ fn train_tiny_export_and_run_on_infer_core() {
         let img = data.test.image(i);
         let p = model.classify(img, &mut arena, None).unwrap();
         let s = lsoftmax_quantize::simulate(&q, img).unwrap();
-        assert_eq!(p.class, s.class, "digit {i}: infer-core and the simulation disagree");
-        assert_eq!(&p.dots[..p.classes], &s.dots[..], "digit {i}: head dot products differ");
+        assert_eq!(
+            p.class, s.class,
+            "digit {i}: infer-core and the simulation disagree"
+        );
+        assert_eq!(
+            &p.dots[..p.classes],
+            &s.dots[..],
+            "digit {i}: head dot products differ"
+        );
         correct += usize::from(p.class == data.test.label(i) as usize);
     }
     let int8_acc = 100.0 * correct as f64 / data.test.len() as f64;
     eprintln!("int8 (infer-core) test accuracy {int8_acc:.2}%");
-    assert!((int8_acc - eval.accuracy).abs() <= 0.1, "int8 {int8_acc:.2}% vs f32 {:.2}%", eval.accuracy);
+    assert!(
+        (int8_acc - eval.accuracy).abs() <= 0.1,
+        "int8 {int8_acc:.2}% vs f32 {:.2}%",
+        eval.accuracy
+    );
 
     // The parallel evaluation used by `eval --model` agrees.
     let e = deploy::evaluate_model(&model, &data.test, None, None).unwrap();
