@@ -31,6 +31,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Classify your own digit image (PNG, any size, grey or colour) with an exported model.
     Classify(ClassifyArgs),
+    /// Write the firmware demo's test vectors: fixed MNIST test digits with the host
+    /// infer-core's prediction for each (see firmware-demo/README.md).
+    FirmwareDigits(FirmwareDigitsArgs),
     /// Measure training speed (images/s) and peak memory, optionally beside PyTorch.
     Bench(BenchArgs),
     /// Measure infer-core's single-thread speed on exported models, optionally beside
@@ -250,6 +253,23 @@ pub struct BenchInferArgs {
     /// it times random weights (speed does not depend on them, agreement does).
     #[arg(long)]
     pub onnx_weights: Option<PathBuf>,
+    /// Data location.
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// `firmware-digits` arguments.
+#[derive(Debug, Args)]
+pub struct FirmwareDigitsArgs {
+    /// Model file the firmware embeds.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Number of test digits (evenly spaced over the test set).
+    #[arg(long, default_value_t = 128)]
+    pub count: usize,
+    /// Output file.
+    #[arg(long, default_value = "firmware-demo/digits.bin")]
+    pub out: PathBuf,
     /// Data location.
     #[command(flatten)]
     pub data: DataArgs,

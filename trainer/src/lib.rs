@@ -11,6 +11,7 @@ extern crate blas_src;
 pub mod arch;
 pub mod checkpoint;
 pub mod deploy;
+pub mod firmware_data;
 pub mod gemm;
 #[cfg(test)]
 pub(crate) mod gradcheck;

@@ -13,7 +13,7 @@ use lsoftmax_trainer::train::{self, evaluate, RunOptions, TrainConfig, Trainer};
 mod cli;
 use cli::{
     BenchArgs, BenchInferArgs, ClassifyArgs, Cli, Command, DataArgs, EvalArgs, ExportArgs,
-    LambdaKind, TrainArgs,
+    FirmwareDigitsArgs, LambdaKind, TrainArgs,
 };
 use infer_core::Threshold;
 use lsoftmax_trainer::deploy;
@@ -56,6 +56,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchInfer(a) => bench_infer_cmd(a),
         Command::Export(a) => export_cmd(a),
         Command::Classify(a) => classify_cmd(a),
+        Command::FirmwareDigits(a) => firmware_digits_cmd(a),
     }
 }
 
@@ -454,5 +455,19 @@ fn bench_infer_cmd(a: BenchInferArgs) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn firmware_digits_cmd(a: FirmwareDigitsArgs) -> Result<()> {
+    let bytes =
+        std::fs::read(&a.model).with_context(|| format!("reading model {}", a.model.display()))?;
+    let data = load_data(&a.data)?;
+    lsoftmax_trainer::firmware_data::write_firmware_digits(&bytes, &data.test, a.count, &a.out)?;
+    println!(
+        "wrote {} ({} digits with the host's predictions for {})",
+        a.out.display(),
+        a.count,
+        a.model.display()
+    );
     Ok(())
 }
