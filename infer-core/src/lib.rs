@@ -17,12 +17,18 @@
 //!
 //! # Performance
 //!
-//! The kernels use no `unsafe` and no intrinsics; they are shaped for the compiler's
-//! auto-vectorizer (i8 x i8 -> i32 multiply-accumulate over contiguous HWC channels, one
-//! receptive-field window per output pixel, compile-time-length dot products for common
-//! `k*k*cin` on 64-bit desktop targets). The default x86-64 target only has SSE2; build with
-//! `RUSTFLAGS="-C target-cpu=native"` (or `x86-64-v3`) to get AVX2 code, about 2.5x faster.
+//! The kernels use no `unsafe` and no intrinsics; they are shaped for the compiler:
+//!
+//! * x86-64: each convolution window is sign-extended to int16 once per output pixel, and the
+//!   per-channel dot products (compile-time lengths for common `k*k*cin`) become `pmaddwd`
+//!   chains. The default x86-64 target only has SSE2; build with
+//!   `RUSTFLAGS="-C target-cpu=x86-64-v3"` (or `native`) to get AVX2 code, about 2x faster.
+//! * Cortex-M and other 32-bit targets: two neighbouring output pixels are packed into one
+//!   word per window value (`x0 + x1 * 2^23`), so one `smlal` accumulates two products, and
+//!   each pass computes two output channels.
+//!
 //! Results are bit-identical whatever the target or flags.
+
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
