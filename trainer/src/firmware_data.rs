@@ -20,7 +20,8 @@
 //! 4       2      format version, u16 = 1
 //! 6       2      pixels per digit P, u16 (784 for 28x28 MNIST)
 //! 8       4      digit count N, u32
-//! 12      4      CRC-32/IEEE of the whole model file the expectations were computed with
+//! 12      4      fingerprint of the model file the expectations were computed with:
+//!                CRC-32/IEEE of the file without its last 4 bytes (see [`model_fingerprint`])
 //! 16      N * (6 + P) bytes of records, one per digit:
 //!           +0  4  index of the digit in the MNIST test split, u32
 //!           +4  1  label (0..=9)
@@ -62,12 +63,21 @@ pub struct FirmwareDigit {
 /// A parsed digits file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirmwareDigits {
-    /// CRC-32/IEEE of the model file the expectations belong to.
-    pub model_crc32: u32,
+    /// [`model_fingerprint`] of the model file the expectations belong to.
+    pub model_fingerprint: u32,
     /// Pixels per digit.
     pub pixels: usize,
     /// The digits, in file order.
     pub digits: Vec<FirmwareDigit>,
+}
+
+/// The fingerprint a digits file records for its model: CRC-32/IEEE of the model file without
+/// its last 4 bytes. For a valid infer-core model that is the CRC stored in its trailer. (The
+/// CRC-32 of a whole file that ends in its own CRC-32 is the same constant, `0x2144DF1C`, for
+/// every such file, so it cannot tell models apart.)
+pub fn model_fingerprint(model_bytes: &[u8]) -> u32 {
+    let body = model_bytes.len().saturating_sub(4);
+    infer_core::crc32(&model_bytes[..body])
 }
 
 /// The test-split indices [`write_firmware_digits`] picks: `i * len / count` for `i` in
@@ -83,7 +93,7 @@ pub fn firmware_indices(len: usize, count: usize) -> anyhow::Result<Vec<usize>> 
 
 /// Encodes a digits file in memory (see the module documentation for the layout).
 pub fn encode_firmware_digits(
-    model_crc32: u32,
+    model_fingerprint: u32,
     pixels: usize,
     digits: &[FirmwareDigit],
 ) -> anyhow::Result<Vec<u8>> {
@@ -95,7 +105,7 @@ pub fn encode_firmware_digits(
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&p16.to_le_bytes());
     out.extend_from_slice(&n32.to_le_bytes());
-    out.extend_from_slice(&model_crc32.to_le_bytes());
+    out.extend_from_slice(&model_fingerprint.to_le_bytes());
     for (i, d) in digits.iter().enumerate() {
         ensure!(
             d.pixels.len() == pixels,
@@ -139,7 +149,7 @@ pub fn write_firmware_digits(
             pixels: test.image(idx).to_vec(),
         });
     }
-    let bytes = encode_firmware_digits(infer_core::crc32(model_bytes), pixels, &digits)?;
+    let bytes = encode_firmware_digits(model_fingerprint(model_bytes), pixels, &digits)?;
     write_atomically(out, &bytes)
 }
 
@@ -187,7 +197,7 @@ pub fn read_firmware_digits(bytes: &[u8]) -> anyhow::Result<FirmwareDigits> {
     let pixels = usize::from(le_u16(bytes, 6));
     ensure!(pixels > 0, "digits file declares 0 pixels per digit");
     let count = le_u32(bytes, 8) as usize;
-    let model_crc32 = le_u32(bytes, 12);
+    let model_fingerprint = le_u32(bytes, 12);
     let record = RECORD_PREFIX_LEN + pixels;
     let expected_len = count
         .checked_mul(record)
@@ -213,7 +223,7 @@ pub fn read_firmware_digits(bytes: &[u8]) -> anyhow::Result<FirmwareDigits> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(FirmwareDigits {
-        model_crc32,
+        model_fingerprint,
         pixels,
         digits,
     })
@@ -271,7 +281,9 @@ mod tests {
         assert!(!dir.join("digits.bin.tmp").exists());
         assert_eq!(bytes.len(), HEADER_LEN + 16 * (RECORD_PREFIX_LEN + 784));
         let parsed = read_firmware_digits(&bytes).unwrap();
-        assert_eq!(parsed.model_crc32, infer_core::crc32(&model_bytes));
+        assert_eq!(parsed.model_fingerprint, model_fingerprint(&model_bytes));
+        let trailer = &model_bytes[model_bytes.len() - 4..];
+        assert_eq!(parsed.model_fingerprint.to_le_bytes(), trailer);
         assert_eq!(parsed.pixels, 784);
         assert_eq!(parsed.digits.len(), 16);
         let model = infer_core::Model::from_bytes(&model_bytes).unwrap();
@@ -299,7 +311,7 @@ mod tests {
         };
         let good = encode_firmware_digits(0xDEAD_BEEF, 4, &[d.clone(), d.clone()]).unwrap();
         let parsed = read_firmware_digits(&good).unwrap();
-        assert_eq!(parsed.model_crc32, 0xDEAD_BEEF);
+        assert_eq!(parsed.model_fingerprint, 0xDEAD_BEEF);
         assert_eq!(parsed.digits, vec![d.clone(), d.clone()]);
 
         assert!(read_firmware_digits(&good[..good.len() - 1]).is_err());
@@ -319,6 +331,21 @@ mod tests {
         let mut wrong_pixels = d;
         wrong_pixels.pixels.pop();
         assert!(encode_firmware_digits(0, 4, &[wrong_pixels]).is_err());
+    }
+
+    #[test]
+    fn fingerprints_tell_models_apart() {
+        let a = tiny_model_bytes();
+        let float = random_model(Arch::Mixed, 12);
+        let mut rng = Rng::new(4);
+        let calib: Vec<[u8; 784]> = (0..8).map(|_| synthetic_digit(&mut rng)).collect();
+        let b = quantize(&float, &calib, QuantOptions::default())
+            .expect("quantize")
+            .to_bytes()
+            .expect("encode");
+        assert_ne!(model_fingerprint(&a), model_fingerprint(&b));
+        // Whereas the CRC of each whole file is the same residue constant.
+        assert_eq!(infer_core::crc32(&a), infer_core::crc32(&b));
     }
 
     #[test]
