@@ -187,6 +187,10 @@ pub struct ExportArgs {
     /// Skip the accuracy comparison on the test set after exporting.
     #[arg(long)]
     pub no_check: bool,
+    /// Test digits on which infer-core is checked bit for bit against the independent integer
+    /// simulation after exporting (0: skip; the simulation is slow: ~0.7 s per `paper` digit).
+    #[arg(long, default_value_t = 100)]
+    pub verify: usize,
     /// Data location.
     #[command(flatten)]
     pub data: DataArgs,

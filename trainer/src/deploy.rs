@@ -114,3 +114,29 @@ pub fn model_throughput(model: &Model<'_>, split: &Split, count: usize) -> Resul
     std::hint::black_box(checksum);
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
+
+/// Checks that `infer-core` (on `bytes`) and the quantizer's independent integer simulation (on
+/// `q`) agree bit for bit (class and integer head dot products) on the first `count` images of
+/// `split`. Returns the number of digits compared, or an error naming the first disagreement.
+pub fn verify_against_simulation(
+    q: &QuantModel,
+    bytes: &[u8],
+    split: &Split,
+    count: usize,
+) -> Result<usize> {
+    let model = Model::from_bytes(bytes).map_err(|e| anyhow!("{e}"))?;
+    let n = count.min(split.len());
+    (0..n).into_par_iter().try_for_each_init(
+        || vec![0u8; model.arena_bytes()],
+        |arena, i| -> Result<()> {
+            let img = split.image(i);
+            let p = model.classify(img, arena, None).map_err(|e| anyhow!("{e}"))?;
+            let s = lsoftmax_quantize::simulate(q, img)?;
+            if p.class != s.class || p.dots[..p.classes] != s.dots[..] {
+                anyhow::bail!("test digit {i}: infer-core says class {} (dots {:?}), the simulation says {} (dots {:?})", p.class, &p.dots[..p.classes], s.class, s.dots);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(n)
+}

@@ -260,6 +260,10 @@ fn export_cmd(a: ExportArgs) -> Result<()> {
         deploy::write_model(f, &fb)?;
         println!("wrote {} (f32): {} bytes", f.display(), fb.len());
     }
+    if a.verify > 0 {
+        let n = deploy::verify_against_simulation(&q, &bytes, &data.test, a.verify)?;
+        println!("infer-core and the integer simulation agree bit for bit on {n} test digits");
+    }
     if !a.no_check {
         let f = evaluate(&mut net, &data.test, None);
         let e = deploy::evaluate_model(&model, &data.test, None, None)?;
@@ -423,7 +427,7 @@ fn bench_infer_cmd(a: BenchInferArgs) -> Result<()> {
         let python =
             std::env::var("PYTHON").unwrap_or_else(|_| ".cache/venv/bin/python".to_string());
         let mut cmd = std::process::Command::new(&python);
-        cmd.args(["bench/onnx_infer_bench.py", "--json", "--agree-n", "0"]);
+        cmd.args(["bench/onnx_infer_bench.py", "--json", "--agree-n", "200"]);
         if let Some(w) = &a.onnx_weights {
             cmd.arg("--weights").arg(w);
         }
