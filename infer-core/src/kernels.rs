@@ -133,6 +133,44 @@ macro_rules! with_dot {
     }};
 }
 
+/// Computes and stores one output pixel's channels: `dot` gives the accumulator of a channel from
+/// its weight row; dot products run for a block of channels first, then the requantization of
+/// the block in a separate loop that the compiler can vectorize.
+#[inline(always)]
+fn pixel_outputs(
+    px: &mut [u8],
+    p: &KernelParams<'_>,
+    kkc: usize,
+    mut dot: impl FnMut(&[u8]) -> i32,
+) {
+    const CB: usize = 16;
+    let blocks = px
+        .chunks_mut(CB)
+        .zip(p.weights.chunks(kkc * CB))
+        .zip(p.bias.chunks(4 * CB))
+        .zip(p.mult_pos.chunks(4 * CB))
+        .zip(p.mult_neg.chunks(4 * CB))
+        .zip(p.shift.chunks(CB))
+        .zip(p.offset.chunks(8 * CB));
+    for ((((((ob, wb), bb), mpb), mnb), shb), offb) in blocks {
+        let mut acc = [0i32; CB];
+        for (a, wc) in acc.iter_mut().zip(wb.chunks_exact(kkc)) {
+            *a = dot(wc);
+        }
+        let chans = ob
+            .iter_mut()
+            .zip(acc.iter())
+            .zip(bb.chunks_exact(4))
+            .zip(mpb.chunks_exact(4))
+            .zip(mnb.chunks_exact(4))
+            .zip(shb.iter())
+            .zip(offb.chunks_exact(8));
+        for ((((((o, &a), b), mp), mn), &sh), off) in chans {
+            *o = finish(a, b, mp, mn, sh, off);
+        }
+    }
+}
+
 /// Copies the receptive field of output pixel `(oy, ox)` into `win` (`k*k*cin` bytes, layout
 /// `[ky][kx][cin]` like the weights), writing zeros for the padding.
 #[inline(always)]
@@ -218,34 +256,7 @@ pub(crate) fn conv2d(
                 let Some(px) = pixels.next() else { return };
                 gather(win, src, h, w, cin, k, pad, oy, ox);
                 let win: &[u8] = win;
-                // Dot products for a block of channels first, then the requantization of the
-                // block in a separate loop that the compiler can vectorize.
-                const CB: usize = 16;
-                let blocks = px
-                    .chunks_mut(CB)
-                    .zip(p.weights.chunks(kkc * CB))
-                    .zip(p.bias.chunks(4 * CB))
-                    .zip(p.mult_pos.chunks(4 * CB))
-                    .zip(p.mult_neg.chunks(4 * CB))
-                    .zip(p.shift.chunks(CB))
-                    .zip(p.offset.chunks(8 * CB));
-                for ((((((ob, wb), bb), mpb), mnb), shb), offb) in blocks {
-                    let mut acc = [0i32; CB];
-                    for (a, wc) in acc.iter_mut().zip(wb.chunks_exact(kkc)) {
-                        *a = dot(win, wc);
-                    }
-                    let chans = ob
-                        .iter_mut()
-                        .zip(acc.iter())
-                        .zip(bb.chunks_exact(4))
-                        .zip(mpb.chunks_exact(4))
-                        .zip(mnb.chunks_exact(4))
-                        .zip(shb.iter())
-                        .zip(offb.chunks_exact(8));
-                    for ((((((o, &a), b), mp), mn), &sh), off) in chans {
-                        *o = finish(a, b, mp, mn, sh, off);
-                    }
-                }
+                pixel_outputs(px, p, kkc, |wc| dot(win, wc));
             }
         }
     });
@@ -257,7 +268,7 @@ pub(crate) fn conv2d(
 /// (AVX2) chains, about 1.7x (SSE2) / 1.15x (AVX2) faster than `dot_i8` on 3x3x64 windows.
 #[cfg(target_arch = "x86_64")]
 mod wide {
-    use super::{finish, gather, KernelParams};
+    use super::{gather, pixel_outputs, KernelParams};
 
     /// Largest receptive field handled here (the buffer is `2 * MAX_KKC` bytes of stack).
     const MAX_KKC: usize = 3200;
@@ -371,32 +382,7 @@ mod wide {
                     *d = i16::from(v as i8);
                 }
                 let xs: &[i16] = xs;
-                const CB: usize = 16;
-                let blocks = px
-                    .chunks_mut(CB)
-                    .zip(p.weights.chunks(kkc * CB))
-                    .zip(p.bias.chunks(4 * CB))
-                    .zip(p.mult_pos.chunks(4 * CB))
-                    .zip(p.mult_neg.chunks(4 * CB))
-                    .zip(p.shift.chunks(CB))
-                    .zip(p.offset.chunks(8 * CB));
-                for ((((((ob, wb), bb), mpb), mnb), shb), offb) in blocks {
-                    let mut acc = [0i32; CB];
-                    for (a, wc) in acc.iter_mut().zip(wb.chunks_exact(kkc)) {
-                        *a = dot(xs, wc);
-                    }
-                    let chans = ob
-                        .iter_mut()
-                        .zip(acc.iter())
-                        .zip(bb.chunks_exact(4))
-                        .zip(mpb.chunks_exact(4))
-                        .zip(mnb.chunks_exact(4))
-                        .zip(shb.iter())
-                        .zip(offb.chunks_exact(8));
-                    for ((((((o, &a), b), mp), mn), &sh), off) in chans {
-                        *o = finish(a, b, mp, mn, sh, off);
-                    }
-                }
+                pixel_outputs(px, p, kkc, |wc| dot(xs, wc));
             }
         }
     }
