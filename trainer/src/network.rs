@@ -8,11 +8,6 @@ use crate::lsoftmax::LSoftmax;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-/// MNIST normalisation mean (the seed's).
-pub const MNIST_MEAN: f32 = 0.1307;
-/// MNIST normalisation standard deviation (the seed's).
-pub const MNIST_STD: f32 = 0.3081;
-
 /// Feature layers and head, with all buffers needed for training.
 #[derive(Clone, Debug)]
 pub struct Network {
@@ -203,8 +198,8 @@ impl Network {
         FloatModel {
             input_hw: self.spec.input[1],
             normalize: Normalize {
-                mean: MNIST_MEAN,
-                std: MNIST_STD,
+                mean: mnist::MEAN,
+                std: mnist::STD,
             },
             layers,
             features: self.head.inp,
@@ -215,13 +210,13 @@ impl Network {
     }
 }
 
-/// Normalises `n` images of `pixels` bytes each (`(p / 255 - mean) / std`) into a
+/// Normalises `n` images of `pixels` bytes each with [`mnist::normalize`] into a
 /// `[1, n, h, w]` tensor, reusing `out`'s allocation.
 pub fn images_to_tensor(images: &[&[u8]], h: usize, w: usize, out: &mut Tensor) {
     out.reset(1, images.len(), h, w);
     for (dst, img) in out.data.chunks_mut(h * w).zip(images) {
         for (d, &p) in dst.iter_mut().zip(img.iter()) {
-            *d = (p as f32 / 255.0 - MNIST_MEAN) / MNIST_STD;
+            *d = mnist::normalize(p);
         }
     }
 }
