@@ -363,28 +363,39 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn torch_compare(a: &BenchArgs, ours: &[(usize, f64)]) -> Result<()> {
+/// Runs a reference benchmark script under PYTHON (default `.cache/venv/bin/python`) and
+/// returns its standard output; a failure names the script and shows its standard error.
+fn run_reference(script: &str, args: &[String], what: &str) -> Result<String> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| ".cache/venv/bin/python".to_string());
-    let batches: Vec<String> = a.batch.iter().map(|b| b.to_string()).collect();
     let out = std::process::Command::new(&python)
-        .arg("bench/torch_train_bench.py")
-        .arg("--json")
-        .args(&batches)
-        .arg("--steps")
-        .arg(a.steps.to_string())
-        .arg("--warmup")
-        .arg(a.warmup.to_string())
-        .arg("--margin")
-        .arg(a.margin.to_string())
+        .arg(script)
+        .args(args)
         .output()
-        .with_context(|| format!("running {python} bench/torch_train_bench.py (run bench/setup_python.sh first, or set PYTHON)"))?;
+        .with_context(|| {
+            format!("running {python} {script} (run bench/setup_python.sh first, or set PYTHON)")
+        })?;
     if !out.status.success() {
         bail!(
-            "the PyTorch reference failed:\n{}",
+            "the {what} reference failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn torch_compare(a: &BenchArgs, ours: &[(usize, f64)]) -> Result<()> {
+    let batches: Vec<String> = a.batch.iter().map(|b| b.to_string()).collect();
+    let mut args = vec!["--json".to_string()];
+    args.extend(batches);
+    args.extend([
+        "--steps".into(),
+        a.steps.to_string(),
+        "--warmup".into(),
+        a.warmup.to_string(),
+    ]);
+    args.extend(["--margin".into(), a.margin.to_string()]);
+    let stdout = run_reference("bench/torch_train_bench.py", &args, "PyTorch")?;
+    for line in stdout.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
@@ -424,21 +435,12 @@ fn bench_infer_cmd(a: BenchInferArgs) -> Result<()> {
         }
     }
     if a.onnx {
-        let python =
-            std::env::var("PYTHON").unwrap_or_else(|_| ".cache/venv/bin/python".to_string());
-        let mut cmd = std::process::Command::new(&python);
-        cmd.args(["bench/onnx_infer_bench.py", "--json", "--agree-n", "200"]);
+        let mut args: Vec<String> = ["--json", "--agree-n", "200"].map(String::from).to_vec();
         if let Some(w) = &a.onnx_weights {
-            cmd.arg("--weights").arg(w);
+            args.extend(["--weights".into(), w.display().to_string()]);
         }
-        let out = cmd.output().with_context(|| format!("running {python} bench/onnx_infer_bench.py (run bench/setup_python.sh first, or set PYTHON)"))?;
-        if !out.status.success() {
-            bail!(
-                "the onnxruntime reference failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let stdout = run_reference("bench/onnx_infer_bench.py", &args, "onnxruntime")?;
+        for line in stdout.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
