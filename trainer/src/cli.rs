@@ -39,6 +39,12 @@ pub enum Command {
     /// Measure infer-core's single-thread speed on exported models, optionally beside
     /// onnxruntime (bench/onnx_infer_bench.py) on the same network.
     BenchInfer(BenchInferArgs),
+    /// Import the seed's PyTorch `state_dict` (a safetensors file) as a checkpoint, e.g. to
+    /// evaluate or export a model trained with the PyTorch re-implementation.
+    ImportTorch(ImportTorchArgs),
+    /// Export a checkpoint as a safetensors `state_dict` that the seed's PyTorch model loads
+    /// with `load_state_dict(strict=True)`.
+    ExportTorch(ExportTorchArgs),
 }
 
 /// Where MNIST lives.
@@ -194,6 +200,37 @@ pub struct ExportArgs {
     /// Data location.
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// `import-torch` arguments.
+#[derive(Debug, Args)]
+pub struct ImportTorchArgs {
+    /// safetensors file holding the seed's `MNISTNet` (paper) or `MNISTFIG2Net` (fig2)
+    /// state_dict, e.g. from `safetensors.torch.save_file(model.state_dict(), FILE)`.
+    #[arg(long)]
+    pub safetensors: PathBuf,
+    /// Which of the seed's networks the file holds.
+    #[arg(long, value_parser = ["paper", "fig2"])]
+    pub preset: String,
+    /// Margin m the model was trained with (the state_dict does not record it; it only matters
+    /// if training continues from the checkpoint).
+    #[arg(long, default_value_t = 4)]
+    pub margin: u32,
+    /// Output checkpoint (the seed's recipe, zero epochs done: `eval`, `export` or `train
+    /// --resume` it).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `export-torch` arguments.
+#[derive(Debug, Args)]
+pub struct ExportTorchArgs {
+    /// Checkpoint of a `paper` or `fig2` network.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Output safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `classify` arguments.

@@ -23,4 +23,5 @@ pub mod optim;
 pub mod par;
 pub mod rng;
 pub mod tensor;
+pub mod torch_io;
 pub mod train;

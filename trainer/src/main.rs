@@ -17,6 +17,7 @@ use cli::{
 };
 use infer_core::Threshold;
 use lsoftmax_trainer::deploy;
+use lsoftmax_trainer::torch_io;
 
 fn main() {
     let cli = Cli::parse();
@@ -57,6 +58,31 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export_cmd(a),
         Command::Classify(a) => classify_cmd(a),
         Command::FirmwareDigits(a) => firmware_digits_cmd(a),
+        Command::ImportTorch(a) => {
+            let ck = torch_io::import_file(&a.safetensors, &a.preset, a.margin, &a.out)?;
+            println!(
+                "wrote {}: {} network, margin {}, {} tensors",
+                a.out.display(),
+                ck.config.arch.name,
+                ck.config.margin,
+                ck.tensors.len()
+            );
+            Ok(())
+        }
+        Command::ExportTorch(a) => {
+            let net = torch_io::export_file(&a.checkpoint, &a.out)?;
+            println!(
+                "wrote {}: the seed's {} state_dict (margin {} is not stored in it)",
+                a.out.display(),
+                if net.spec.name == "paper" {
+                    "MNISTNet"
+                } else {
+                    "MNISTFIG2Net"
+                },
+                net.head.margin
+            );
+            Ok(())
+        }
     }
 }
 
