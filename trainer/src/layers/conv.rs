@@ -266,6 +266,22 @@ impl Conv2d {
 /// When the output has the input's width ("same" padding), the rows of one kernel tap are the
 /// input plane shifted by a constant offset, so each plane is one block copy followed by zeroing
 /// the few columns that wrapped around a row end; otherwise rows are copied one by one.
+/// Zeroes a slice that is usually only the padding width long (0 to 2 values): stores inline
+/// for the short cases instead of a `memset` call per image row, which showed up at ~4 % of a
+/// training step.
+#[inline(always)]
+fn zero_short(s: &mut [f32]) {
+    match s {
+        [] => {}
+        [a] => *a = 0.0,
+        [a, b] => {
+            *a = 0.0;
+            *b = 0.0;
+        }
+        _ => s.fill(0.0),
+    }
+}
+
 fn im2col(x: &Tensor, k: usize, pad: usize, n0: usize, n1: usize, cols: &mut [f32]) {
     let (h, w) = (x.h, x.w);
     let (ho, wo) = (h + 2 * pad + 1 - k, w + 2 * pad + 1 - k);
@@ -303,14 +319,14 @@ fn im2col(x: &Tensor, k: usize, pad: usize, n0: usize, n1: usize, cols: &mut [f3
                         let s0 = (start + lo as isize) as usize;
                         body[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
                         for row in body.chunks_exact_mut(wo) {
-                            row[..ox_lo].fill(0.0);
-                            row[ox_hi..].fill(0.0);
+                            zero_short(&mut row[..ox_lo]);
+                            zero_short(&mut row[ox_hi..]);
                         }
                     } else {
                         for (row, oy) in body.chunks_exact_mut(wo).zip(oy_lo..oy_hi) {
                             let src_row = &src[(oy + ky - pad) * w..][..w];
-                            row[..ox_lo].fill(0.0);
-                            row[ox_hi..].fill(0.0);
+                            zero_short(&mut row[..ox_lo]);
+                            zero_short(&mut row[ox_hi..]);
                             if ox_lo < ox_hi {
                                 let ix_lo = ox_lo + kx - pad;
                                 row[ox_lo..ox_hi]
