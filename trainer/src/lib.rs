@@ -21,6 +21,7 @@ pub mod lsoftmax;
 pub mod network;
 pub mod optim;
 pub mod par;
+pub mod reduce;
 pub mod rng;
 pub mod tensor;
 pub mod torch_io;

@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use crate::reduce;
 use crate::tensor::Tensor;
 
 /// PyTorch's default momentum for running statistics.
@@ -68,9 +69,8 @@ impl BatchNorm {
                 .data
                 .par_chunks(row)
                 .map(|r| {
-                    let mean = r.iter().map(|&v| v as f64).sum::<f64>() / row as f64;
-                    let var =
-                        r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / row as f64;
+                    let mean = reduce::sum(r) / row as f64;
+                    let var = reduce::sum_map(r, |v| (v as f64 - mean).powi(2)) / row as f64;
                     (mean, var)
                 })
                 .collect();
@@ -118,12 +118,8 @@ impl BatchNorm {
             .enumerate()
             .map(|(c, (x, dy))| {
                 let (m, s) = (mean[c], inv_std[c]);
-                let mut dbeta = 0f64;
-                let mut dgamma = 0f64;
-                for (&x, &g) in x.iter().zip(dy) {
-                    dbeta += g as f64;
-                    dgamma += (g * (x - m) * s) as f64;
-                }
+                let dbeta = reduce::sum(dy);
+                let dgamma = reduce::sum_zip(x, dy, |x, g| (g * (x - m) * s) as f64);
                 (dgamma, dbeta)
             })
             .collect();

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use crate::gemm::{gemm_raw, Mat};
 use crate::par::{batch_chunks, SharedMut};
+use crate::reduce;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -232,12 +233,7 @@ impl Conv2d {
         self.partials = partials;
         let dbias: Vec<f32> = (0..self.cout)
             .into_par_iter()
-            .map(|c| {
-                dy.data[c * row_o..(c + 1) * row_o]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .sum::<f64>() as f32
-            })
+            .map(|c| reduce::sum(&dy.data[c * row_o..(c + 1) * row_o]) as f32)
             .collect();
         self.dbias = dbias;
     }

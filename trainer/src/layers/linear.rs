@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use crate::gemm::{gemm, Mat};
+use crate::reduce;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -80,7 +81,7 @@ impl Linear {
         self.dbias = dy
             .data
             .par_chunks(n)
-            .map(|r| r.iter().map(|&v| v as f64).sum::<f64>() as f32)
+            .map(|r| reduce::sum(r) as f32)
             .collect();
         if need_dx {
             self.dx.reset(self.inp, n, 1, 1);

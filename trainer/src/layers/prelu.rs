@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use crate::reduce;
 use crate::tensor::Tensor;
 
 /// A PReLU layer.
@@ -69,11 +70,7 @@ impl PRelu {
             .par_chunks(row)
             .zip(dy.data.par_chunks(row))
             .map(|(x, dy)| {
-                x.iter()
-                    .zip(dy)
-                    .filter(|(&x, _)| x <= 0.0)
-                    .map(|(&x, &g)| (x * g) as f64)
-                    .sum::<f64>()
+                reduce::sum_zip(x, dy, |x, g| if x <= 0.0 { (x * g) as f64 } else { 0.0 })
             })
             .collect();
         if self.slopes.len() == 1 {
