@@ -127,6 +127,11 @@ pub struct TrainArgs {
     /// Continue the run in --out from its checkpoint (bit-exact); --epochs may extend it.
     #[arg(long)]
     pub resume: bool,
+    /// Start from the weights and running statistics of this checkpoint (e.g. one written by
+    /// `import-torch`); its architecture replaces --preset/--arch, while the optimizer, the
+    /// lambda schedule and the epoch count start fresh with this command's settings.
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// Log the batch loss every N batches (0: never).
     #[arg(long, default_value_t = 50)]
     pub log_every: usize,

@@ -117,7 +117,17 @@ fn arch_from(preset: &str, file: Option<&Path>) -> Result<ArchSpec> {
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
-    let arch = arch_from(&a.preset, a.arch.as_deref())?;
+    let init = match &a.init {
+        Some(path) => Some(
+            Checkpoint::load(path)
+                .with_context(|| format!("--init: cannot read {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let arch = match &init {
+        Some(ck) => ck.config.arch.clone(),
+        None => arch_from(&a.preset, a.arch.as_deref())?,
+    };
     let dir = a
         .out
         .clone()
@@ -170,7 +180,17 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         if ck.exists() {
             bail!("{} already holds a checkpoint; pass --resume to continue it or choose another --out", dir.display());
         }
-        Trainer::new(config)?
+        let mut t = Trainer::new(config)?;
+        if let (Some(ck), Some(path)) = (&init, &a.init) {
+            t.net
+                .load_state(&ck.tensors)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| {
+                    format!("--init: {} does not match its architecture", path.display())
+                })?;
+            eprintln!("starting from the weights in {}", path.display());
+        }
+        t
     };
     let data = load_data(&a.data)?;
     let params = trainer.net.parameter_count();
