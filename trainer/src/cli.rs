@@ -68,6 +68,10 @@ pub struct GpuCheckArgs {
     /// Also time this many GPU training steps of `paper` at batch 256 (0: no timing).
     #[arg(long, default_value_t = 50)]
     pub bench_steps: usize,
+    /// Skip the `paper` training steps and the timing (for the CPU emulation of
+    /// scripts/cuda_emu.sh).
+    #[arg(long)]
+    pub quick: bool,
     /// Data location.
     #[command(flatten)]
     pub data: DataArgs,

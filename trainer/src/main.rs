@@ -230,7 +230,7 @@ fn gpu_check_cmd(a: GpuCheckArgs) -> Result<()> {
     #[cfg(feature = "cuda")]
     {
         let data = load_data(&a.data)?;
-        lsoftmax_trainer::cuda::check::run(&data, a.bench_steps)
+        lsoftmax_trainer::cuda::check::run(&data, a.bench_steps, a.quick)
     }
     #[cfg(not(feature = "cuda"))]
     {

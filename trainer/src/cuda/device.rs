@@ -130,7 +130,9 @@ impl Gpu {
                 info.capability.1
             );
         }
-        let stream = Stream::new(StreamFlags::NON_BLOCKING, None).context("creating a stream")?;
+        // A blocking stream: it orders itself after work on the legacy default stream, such as
+        // the memset of a freshly zeroed DeviceBuffer.
+        let stream = Stream::new(StreamFlags::DEFAULT, None).context("creating a stream")?;
         let mut modules = Vec::new();
         let mut functions = HashMap::new();
         for m in kernels::MODULES {

@@ -59,10 +59,9 @@ impl DeviceSplit {
     }
 }
 
-/// Everything the trainer keeps on the GPU.
+/// Everything the trainer keeps on the GPU. (Fields drop in order: the buffers before the
+/// device context.)
 pub struct GpuState {
-    /// The device.
-    pub gpu: Gpu,
     /// The network.
     pub net: GpuNetwork,
     train: DeviceSplit,
@@ -70,6 +69,8 @@ pub struct GpuState {
     order: DevBuf<u32>,
     batch_loss: Option<DevBuf<f64>>,
     batch_correct: Option<DevBuf<i32>>,
+    /// The device.
+    pub gpu: Gpu,
 }
 
 impl GpuState {
@@ -115,7 +116,10 @@ impl GpuState {
         weight_decay: f32,
         slot: usize,
     ) -> Result<()> {
-        self.ensure_slots(slot + 1)?;
+        ensure!(
+            slot < self.batch_loss.as_ref().map_or(0, |b| b.len()),
+            "loss slot {slot} not reserved (reserve_slots)"
+        );
         let (gpu, net) = (&self.gpu, &mut self.net);
         self.train.gather(gpu, net, &self.order, start, nb)?;
         net.forward(gpu, nb, true, lambda)?;
@@ -128,9 +132,11 @@ impl GpuState {
         net.sgd(gpu, lr, momentum, weight_decay)
     }
 
-    fn ensure_slots(&mut self, n: usize) -> Result<()> {
-        super::device::ensure(&mut self.batch_loss, n)?;
-        super::device::ensure(&mut self.batch_correct, n)
+    /// Makes room for the results of `n` batches (slots `0..n` of [`step`](Self::step)); earlier
+    /// results are lost when the arrays grow.
+    pub fn reserve_slots(&mut self, n: usize) -> Result<()> {
+        super::device::ensure(&mut self.batch_loss, n.max(1))?;
+        super::device::ensure(&mut self.batch_correct, n.max(1))
     }
 
     /// Loss and correct count of the batch in slot `slot` (waits for the GPU).
@@ -211,6 +217,7 @@ impl Trainer {
             .map(|(i, c)| (i * batch, c.len()))
             .filter(|&(_, len)| len > 1)
             .collect();
+        g.reserve_slots(batches.len())?;
         progress.set_length(n as u64);
         progress.set_position(0);
         let mut lambdas = Vec::with_capacity(batches.len());
