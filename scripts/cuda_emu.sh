@@ -5,7 +5,7 @@
 # whole GPU code path on a machine without a GPU, slowly:
 #
 #   bash scripts/cuda_emu.sh [DIR]       # default DIR: .cache/cuda-emu
-#   LD_LIBRARY_PATH=.cache/cuda-emu target/release/lsoftmax gpu-check --quick
+#   LD_LIBRARY_PATH=.cache/cuda-emu target/cuda/release/lsoftmax gpu-check --quick
 #
 # Every other driver function of cust_raw's list fails loudly (CUDA error 999) if called.
 set -euo pipefail
@@ -26,4 +26,4 @@ gcc -c -O1 -fPIC -o "$DIR/rest.o" "$DIR/rest.c"
 g++ -std=c++20 -O2 -ffp-contract=off -fPIC -fvisibility=hidden -w -c -o "$DIR/fake_cuda.o" kernels/emu/fake_cuda.cpp
 g++ -shared -Wl,-soname,libcuda.so.1 -o "$DIR/libcuda.so.1" "$DIR/fake_cuda.o" "$DIR/rest.o"
 echo "fake libcuda (CPU emulation): $DIR/libcuda.so.1"
-echo "run with: LD_LIBRARY_PATH=$DIR target/release/lsoftmax gpu-check --quick"
+echo "run with: LD_LIBRARY_PATH=$DIR target/cuda/release/lsoftmax gpu-check --quick"

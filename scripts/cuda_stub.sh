@@ -6,7 +6,7 @@
 # produces needs the real libcuda.so.1 (the driver) at run time; never run it against the stub.
 #
 #   bash scripts/cuda_stub.sh [DIR]          # default DIR: .cache/cuda-stub
-#   CUDA_LIBRARY_PATH=$PWD/.cache/cuda-stub cargo build --release --features cuda
+#   CUDA_LIBRARY_PATH=$PWD/.cache/cuda-stub cargo build --release --features cuda --target-dir target/cuda
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="${1:-$ROOT/.cache/cuda-stub}"
@@ -19,4 +19,4 @@ grep -oE 'pub fn cu[A-Za-z0-9_]+' "$SRC" | awk '{print $3}' | sort -u |
     awk '{print "void " $1 "(void) {}"}' > "$DIR/stub.c"
 gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$DIR/lib64/libcuda.so" "$DIR/stub.c"
 echo "libcuda stub ($(wc -l < "$DIR/stub.c") functions): $DIR/lib64/libcuda.so"
-echo "build with: CUDA_LIBRARY_PATH=$DIR cargo build --release --features cuda"
+echo "build with: CUDA_LIBRARY_PATH=$DIR cargo build --release --features cuda --target-dir target/cuda"

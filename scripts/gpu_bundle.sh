@@ -15,14 +15,18 @@ for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte 
     [ -f "$DATA/$f" ] || { echo "error: $DATA/$f missing (lsoftmax fetch-data)" >&2; exit 1; }
 done
 [ -f .cache/cuda-stub/lib64/libcuda.so ] || bash scripts/cuda_stub.sh
-CUDA_LIBRARY_PATH="$ROOT/.cache/cuda-stub" cargo build --release --features cuda -p lsoftmax-trainer --bin lsoftmax
+# A separate target folder: the CUDA binary needs libcuda.so.1 to start, so it must not replace
+# the default target/release/lsoftmax.
+TARGET="${CARGO_TARGET_DIR_CUDA:-$ROOT/target/cuda}"
+CUDA_LIBRARY_PATH="$ROOT/.cache/cuda-stub" cargo build --release --features cuda -p lsoftmax-trainer \
+    --bin lsoftmax --target-dir "$TARGET"
 STAGE="$(mktemp -d)"
 trap 'rm -rf "$STAGE"' EXIT
 mkdir -p "$STAGE/lib" "$STAGE/mnist" "$OUT"
-cp target/release/lsoftmax "$STAGE/lsoftmax"
+cp "$TARGET/release/lsoftmax" "$STAGE/lsoftmax"
 strip "$STAGE/lsoftmax"
 # Every resolved dependency except glibc's own libraries and the driver.
-ldd target/release/lsoftmax | awk '/=> \// {print $1, $3}' |
+ldd "$TARGET/release/lsoftmax" | awk '/=> \// {print $1, $3}' |
     grep -vE '^(libc|libm|libgcc_s|libpthread|libdl|librt|ld-linux[^ ]*)\.so' |
     while read -r name path; do cp -L "$path" "$STAGE/lib/$name"; done
 cp "$DATA"/*-ubyte "$STAGE/mnist/"
