@@ -1,4 +1,213 @@
-//! CUDA kernels for the trainer's GPU backend.
+//! CUDA kernels of the L-Softmax trainer's GPU backend, as PTX text.
 //!
-//! The GPU backend is not implemented yet (see the CUDA issue); this crate currently
-//! exposes no kernels.
+//! The CUDA C sources live in `kernels/cuda/` (one file per concept: `gemm.cu`, `conv.cu`,
+//! `batchnorm.cu`, ...). `scripts/build_ptx.sh` compiles each with the pinned nvcc 13.0.88
+//! (`-ptx -arch=compute_80`, PTX ISA 9.0, which a CUDA 13.0 driver JIT-compiles for A100, H100
+//! and H200) into `kernels/ptx/`, which is committed: building the trainer never needs nvcc.
+//! `kernels/ptx/SOURCES.sha256` records the sources each PTX was built from; this crate's tests
+//! fail when the PTX is stale, and `scripts/check_ptx.sh` also runs ptxas (sm_80, sm_90) and
+//! rebuilds the PTX to compare.
+//!
+//! Every kernel is `extern "C"`, fp32 (no tensor cores, no TF32), and deterministic: reductions
+//! run in f64 in a fixed order, without atomics.
+#![no_std]
+
+/// Threads per block that every reduction kernel (`row_sum`, `bn_stats_train`,
+/// `bn_backward_reduce`, `prelu_backward_partial`, `lsoftmax_forward`, `ce_reduce`) must be
+/// launched with.
+pub const RED_THREADS: u32 = 256;
+
+/// Threads per block of the `sgemm_*` kernels.
+pub const GEMM_THREADS: u32 = 256;
+/// Rows of C per `sgemm_*` block (grid y = ceil(M / GEMM_TILE)).
+pub const GEMM_TILE_M: u32 = 64;
+/// Columns of C per `sgemm_*` block (grid x = ceil(N / GEMM_TILE)).
+pub const GEMM_TILE_N: u32 = 64;
+/// Depth of one shared-memory stage of the `sgemm_*` kernels; split-K chunks are multiples of
+/// it.
+pub const GEMM_TILE_K: u32 = 16;
+
+/// One PTX module: the PTX built from `kernels/cuda/{name}.cu` and the kernels it defines.
+#[derive(Clone, Copy, Debug)]
+pub struct PtxModule {
+    /// Source name without `.cu`.
+    pub name: &'static str,
+    /// The PTX text (NUL-free; append a NUL where an API wants a C string).
+    pub ptx: &'static str,
+    /// Names of the `extern "C" __global__` kernels it defines.
+    pub kernels: &'static [&'static str],
+}
+
+macro_rules! module {
+    ($name:literal, [$($k:literal),* $(,)?]) => {
+        PtxModule {
+            name: $name,
+            ptx: include_str!(concat!("../ptx/", $name, ".ptx")),
+            kernels: &[$($k),*],
+        }
+    };
+}
+
+/// Every PTX module of the trainer, in a fixed order.
+pub const MODULES: &[PtxModule] = &[
+    module!(
+        "gemm",
+        ["sgemm_nn", "sgemm_nt", "sgemm_tn", "gemm_splitk_reduce"]
+    ),
+    module!("conv", ["im2col", "col2im"]),
+    module!("layout", ["flatten_forward", "flatten_backward", "row_sum"]),
+    module!(
+        "batchnorm",
+        [
+            "bn_stats_train",
+            "bn_stats_eval",
+            "bn_apply",
+            "bn_backward_reduce",
+            "bn_backward_dx",
+        ]
+    ),
+    module!(
+        "prelu",
+        [
+            "prelu_forward",
+            "prelu_backward_partial",
+            "prelu_backward_finish",
+            "prelu_backward_dx",
+        ]
+    ),
+    module!("maxpool", ["maxpool_forward", "maxpool_backward"]),
+    module!(
+        "lsoftmax",
+        [
+            "lsoftmax_forward",
+            "lsoftmax_backward_coef",
+            "lsoftmax_backward_dw",
+            "lsoftmax_backward_dx",
+        ]
+    ),
+    module!("loss", ["softmax_ce", "ce_reduce"]),
+    module!("sgd", ["sgd_step"]),
+    module!("gather", ["gather_batch"]),
+];
+
+/// The module that defines `kernel`, if any.
+pub fn module_of(kernel: &str) -> Option<&'static PtxModule> {
+    MODULES.iter().find(|m| m.kernels.contains(&kernel))
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::collections::BTreeSet;
+    use std::format;
+    use std::string::String;
+    use std::vec::Vec;
+
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    const DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+    /// Names of the `.entry` points in a PTX text.
+    fn entries(ptx: &str) -> BTreeSet<String> {
+        ptx.lines()
+            .filter_map(|l| l.trim().strip_prefix(".visible .entry "))
+            .map(|rest| rest.split('(').next().unwrap_or("").trim().into())
+            .collect()
+    }
+
+    #[test]
+    fn every_listed_kernel_is_an_entry_of_its_ptx_and_nothing_else_is() {
+        let mut all = BTreeSet::new();
+        for m in MODULES {
+            let want: BTreeSet<String> = m.kernels.iter().map(|&k| k.into()).collect();
+            assert_eq!(entries(m.ptx), want, "kernels of {}.ptx", m.name);
+            for k in m.kernels {
+                assert!(all.insert(*k), "kernel {k} defined twice");
+                assert!(m.ptx.contains(&format!(".entry {k}(")));
+                assert_eq!(module_of(k).map(|m| m.name), Some(m.name));
+            }
+        }
+        assert!(module_of("no_such_kernel").is_none());
+    }
+
+    #[test]
+    fn ptx_is_isa_9_0_for_compute_80() {
+        for m in MODULES {
+            assert!(
+                m.ptx.contains("\n.version 9.0\n"),
+                "{}.ptx: PTX ISA",
+                m.name
+            );
+            assert!(
+                m.ptx.contains("\n.target sm_80\n"),
+                "{}.ptx: target",
+                m.name
+            );
+            assert!(m.ptx.contains("\n.address_size 64\n"), "{}.ptx", m.name);
+            assert!(!m.ptx.contains('\0'));
+        }
+    }
+
+    #[test]
+    fn every_source_has_a_module_and_every_module_a_source() {
+        let mut sources: Vec<String> = std::fs::read_dir(format!("{DIR}/cuda"))
+            .expect("kernels/cuda")
+            .map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .into_string()
+                    .expect("utf-8")
+            })
+            .filter_map(|n| n.strip_suffix(".cu").map(String::from))
+            .collect();
+        sources.sort();
+        let mut names: Vec<String> = MODULES.iter().map(|m| m.name.into()).collect();
+        names.sort();
+        assert_eq!(sources, names);
+        // And every extern "C" kernel of a source is listed.
+        for m in MODULES {
+            let src = std::fs::read_to_string(format!("{DIR}/cuda/{}.cu", m.name)).expect("source");
+            let declared = src.matches("extern \"C\" __global__").count();
+            assert_eq!(
+                declared,
+                m.kernels.len(),
+                "kernels declared in {}.cu",
+                m.name
+            );
+        }
+    }
+
+    /// The PTX is stale when a source changed after scripts/build_ptx.sh recorded its hash.
+    #[test]
+    fn ptx_is_built_from_the_current_sources() {
+        let recorded = std::fs::read_to_string(format!("{DIR}/ptx/SOURCES.sha256"))
+            .expect("kernels/ptx/SOURCES.sha256");
+        let mut listed = BTreeSet::new();
+        for line in recorded.lines() {
+            let (hash, path) = line.split_once("  ").expect("sha256sum format");
+            let data = std::fs::read(format!("{DIR}/{path}")).expect("recorded source exists");
+            let got: String = Sha256::digest(&data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                got, hash,
+                "{path} changed since the PTX was built: run scripts/build_ptx.sh and commit kernels/ptx"
+            );
+            listed.insert(String::from(path));
+        }
+        for entry in std::fs::read_dir(format!("{DIR}/cuda")).expect("kernels/cuda") {
+            let name = entry
+                .expect("entry")
+                .file_name()
+                .into_string()
+                .expect("utf-8");
+            assert!(
+                listed.contains(&format!("cuda/{name}")),
+                "cuda/{name} is not recorded in ptx/SOURCES.sha256: run scripts/build_ptx.sh"
+            );
+        }
+    }
+}

@@ -45,6 +45,36 @@ pub enum Command {
     /// Export a checkpoint as a safetensors `state_dict` that the seed's PyTorch model loads
     /// with `load_state_dict(strict=True)`.
     ExportTorch(ExportTorchArgs),
+    /// Developer check of the CUDA backend (builds with `--features cuda`): every GPU kernel
+    /// against the CPU layers, a few training steps on both devices, and the GPU speed.
+    #[command(hide = true)]
+    GpuCheck(GpuCheckArgs),
+}
+
+/// Where training runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    /// The CPU.
+    Cpu,
+    /// An NVIDIA GPU through CUDA (needs a binary built with `--features cuda`).
+    Cuda,
+    /// CUDA when this binary has it and a GPU is present, else the CPU.
+    Auto,
+}
+
+/// `gpu-check` arguments.
+#[derive(Debug, Args)]
+pub struct GpuCheckArgs {
+    /// Also time this many GPU training steps of `paper` at batch 256 (0: no timing).
+    #[arg(long, default_value_t = 50)]
+    pub bench_steps: usize,
+    /// Skip the `paper` training steps and the timing (for the CPU emulation of
+    /// scripts/cuda_emu.sh).
+    #[arg(long)]
+    pub quick: bool,
+    /// Data location.
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 /// Where MNIST lives.
@@ -147,6 +177,10 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Where to train: cpu, cuda (GPU; needs a build with `--features cuda`) or auto (CUDA when
+    /// available, else CPU). Checkpoints are the same from either.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
+    pub device: DeviceKind,
     /// Data location.
     #[command(flatten)]
     pub data: DataArgs,

@@ -10,6 +10,8 @@ extern crate blas_src;
 
 pub mod arch;
 pub mod checkpoint;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod deploy;
 pub mod firmware_data;
 pub mod gemm;

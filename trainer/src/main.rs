@@ -12,8 +12,8 @@ use lsoftmax_trainer::train::{self, evaluate, RunOptions, TrainConfig, Trainer};
 
 mod cli;
 use cli::{
-    BenchArgs, BenchInferArgs, ClassifyArgs, Cli, Command, DataArgs, EvalArgs, ExportArgs,
-    FirmwareDigitsArgs, LambdaKind, TrainArgs,
+    BenchArgs, BenchInferArgs, ClassifyArgs, Cli, Command, DataArgs, DeviceKind, EvalArgs,
+    ExportArgs, FirmwareDigitsArgs, GpuCheckArgs, LambdaKind, TrainArgs,
 };
 use infer_core::Threshold;
 use lsoftmax_trainer::deploy;
@@ -58,6 +58,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export_cmd(a),
         Command::Classify(a) => classify_cmd(a),
         Command::FirmwareDigits(a) => firmware_digits_cmd(a),
+        Command::GpuCheck(a) => gpu_check_cmd(a),
         Command::ImportTorch(a) => {
             let ck = torch_io::import_file(&a.safetensors, &a.preset, a.margin, &a.out)?;
             println!(
@@ -193,6 +194,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         t
     };
     let data = load_data(&a.data)?;
+    select_device(&mut trainer, a.device, &data)?;
     let params = trainer.net.parameter_count();
     eprintln!(
         "training {} (m = {}, {} parameters) for {} epochs, batch {}, lr {}, into {}",
@@ -215,6 +217,46 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Moves training to the GPU for `cuda`, and for `auto` when this binary has CUDA and a GPU
+/// answers (falling back to the CPU with the reason otherwise).
+fn select_device(trainer: &mut Trainer, device: DeviceKind, data: &mnist::Mnist) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    match device {
+        DeviceKind::Cpu => {}
+        DeviceKind::Cuda => {
+            let info = trainer
+                .attach_cuda(data)
+                .context("--device cuda: cannot use the GPU (try --device cpu)")?;
+            eprintln!("device: {info}");
+        }
+        DeviceKind::Auto => match trainer.attach_cuda(data) {
+            Ok(info) => eprintln!("device: {info}"),
+            Err(e) => eprintln!("device: CPU (CUDA unavailable: {e:#})"),
+        },
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (trainer, data);
+        if device == DeviceKind::Cuda {
+            bail!("--device cuda: this lsoftmax was built without CUDA support; rebuild it with `cargo build --release --features cuda` (see docs/cuda.md) or use --device cpu");
+        }
+    }
+    Ok(())
+}
+
+fn gpu_check_cmd(a: GpuCheckArgs) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    {
+        let data = load_data(&a.data)?;
+        lsoftmax_trainer::cuda::check::run(&data, a.bench_steps, a.quick)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = a;
+        bail!("gpu-check: this lsoftmax was built without CUDA support; rebuild it with `cargo build --release --features cuda`")
+    }
 }
 
 fn threshold(min_cos: Option<f32>, min_gap: Option<f32>) -> Option<Threshold> {

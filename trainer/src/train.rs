@@ -150,6 +150,9 @@ pub struct Trainer {
     pub history: Vec<EpochStats>,
     input: Tensor,
     dlogits: Vec<f32>,
+    /// The GPU copy of the network and data set when training runs on CUDA.
+    #[cfg(feature = "cuda")]
+    pub(crate) gpu: Option<Box<crate::cuda::GpuState>>,
 }
 
 impl Trainer {
@@ -167,6 +170,8 @@ impl Trainer {
             history: Vec::new(),
             input: Tensor::default(),
             dlogits: Vec::new(),
+            #[cfg(feature = "cuda")]
+            gpu: None,
         })
     }
 
@@ -226,6 +231,10 @@ impl Trainer {
         progress: &ProgressBar,
         mut log: impl FnMut(&LogLine),
     ) -> Result<EpochStats> {
+        #[cfg(feature = "cuda")]
+        if self.gpu.is_some() {
+            return self.train_epoch_cuda(train, progress, log);
+        }
         let epoch = self.epochs_done;
         let n = self
             .config
@@ -276,6 +285,18 @@ impl Trainer {
             seconds,
             images_per_s: seen as f64 / seconds,
         })
+    }
+}
+
+impl Trainer {
+    /// Evaluates the network in eval mode on the first `limit` images of `split` (all when
+    /// None), on the GPU when training runs there, else with [`evaluate`].
+    pub fn evaluate_split(&mut self, split: &Split, limit: Option<usize>) -> Result<Evaluation> {
+        #[cfg(feature = "cuda")]
+        if self.gpu.is_some() {
+            return self.evaluate_cuda(split, limit);
+        }
+        Ok(evaluate(&mut self.net, split, limit))
     }
 }
 
@@ -452,7 +473,7 @@ pub fn run(
         if let Some(e) = write_err {
             return Err(e).with_context(|| format!("writing {}", paths.log.display()));
         }
-        let eval = evaluate(&mut trainer.net, &mnist.test, trainer.config.test_limit);
+        let eval = trainer.evaluate_split(&mnist.test, trainer.config.test_limit)?;
         stats.test_loss = eval.loss;
         stats.test_acc = eval.accuracy;
         trainer.epochs_done += 1;

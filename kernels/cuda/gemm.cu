@@ -1,0 +1,116 @@
+// Tiled fp32 SGEMM (no tensor cores, no TF32): C = alpha * op(A) op(B) + beta * C + bias[row],
+// all row-major with leading dimensions. op(A) is M x K, op(B) is K x N.
+//
+//   sgemm_nn: A is M x K,  B is K x N
+//   sgemm_nt: A is M x K,  B is stored N x K (op(B) = B^T)
+//   sgemm_tn: A is stored K x M (op(A) = A^T), B is K x N
+//
+// Launch with 256 threads and grid (ceil(N/64), ceil(M/64), splits). With splits > 1, block z
+// sums K in [z*kchunk, (z+1)*kchunk) and writes its partial product to C + z*split_stride
+// (use alpha 1, beta 0, no bias, ldc N), and gemm_splitk_reduce adds the partials in order.
+// `bias` may be null; C is not read when beta == 0.
+#include "common.cuh"
+
+#define BM 64
+#define BN 64
+#define BK 16
+
+template <bool TA, bool TB>
+__device__ __forceinline__ void sgemm_body(int M, int N, int K, float alpha, const float* __restrict__ A,
+                                           int lda, const float* __restrict__ B, int ldb, float beta,
+                                           float* __restrict__ C, int ldc, const float* __restrict__ bias,
+                                           int kchunk, long long split_stride) {
+    __shared__ float As[BK][BM + 4];
+    __shared__ float Bs[BK][BN + 4];
+    const int tid = threadIdx.x;
+    const int tx = tid % 16, ty = tid / 16;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int kbeg = blockIdx.z * kchunk;
+    const int kend = min(K, kbeg + kchunk);
+    C += (long long)blockIdx.z * split_stride;
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+
+    for (int k0 = kbeg; k0 < kend; k0 += BK) {
+#pragma unroll
+        for (int l = 0; l < 4; ++l) {
+            int e = tid + l * 256;
+            int mm, kk;
+            if (TA) { mm = e % BM; kk = e / BM; } else { kk = e % BK; mm = e / BK; }
+            int gm = m0 + mm, gk = k0 + kk;
+            float v = 0.f;
+            if (gm < M && gk < kend) v = TA ? A[(long long)gk * lda + gm] : A[(long long)gm * lda + gk];
+            As[kk][mm] = v;
+        }
+#pragma unroll
+        for (int l = 0; l < 4; ++l) {
+            int e = tid + l * 256;
+            int nn, kk;
+            if (TB) { kk = e % BK; nn = e / BK; } else { nn = e % BN; kk = e / BN; }
+            int gn = n0 + nn, gk = k0 + kk;
+            float v = 0.f;
+            if (gn < N && gk < kend) v = TB ? B[(long long)gn * ldb + gk] : B[(long long)gk * ldb + gn];
+            Bs[kk][nn] = v;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) a[i] = As[kk][ty * 4 + i];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx * 4 + j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        int gm = m0 + ty * 4 + i;
+        if (gm >= M) continue;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            int gn = n0 + tx * 4 + j;
+            if (gn >= N) continue;
+            float* c = C + (long long)gm * ldc + gn;
+            float v = alpha * acc[i][j];
+            if (beta != 0.f) v += beta * *c;
+            if (bias) v += bias[gm];
+            *c = v;
+        }
+    }
+}
+
+#define SGEMM_ARGS                                                                            \
+    int M, int N, int K, float alpha, const float* __restrict__ A, int lda, const float* __restrict__ B, \
+        int ldb, float beta, float* __restrict__ C, int ldc, const float* __restrict__ bias, int kchunk,   \
+        long long split_stride
+#define SGEMM_PASS M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, kchunk, split_stride
+
+extern "C" __global__ void __launch_bounds__(256) sgemm_nn(SGEMM_ARGS) { sgemm_body<false, false>(SGEMM_PASS); }
+extern "C" __global__ void __launch_bounds__(256) sgemm_nt(SGEMM_ARGS) { sgemm_body<false, true>(SGEMM_PASS); }
+extern "C" __global__ void __launch_bounds__(256) sgemm_tn(SGEMM_ARGS) { sgemm_body<true, false>(SGEMM_PASS); }
+
+// C[i, j] = alpha * sum_s P[s][i][j] + beta * C[i, j] + bias[i], partials P of M x N each,
+// summed in split order (deterministic).
+extern "C" __global__ void gemm_splitk_reduce(int M, int N, int splits, const float* __restrict__ P,
+                                              float alpha, float beta, float* __restrict__ C, int ldc,
+                                              const float* __restrict__ bias) {
+    long long mn = (long long)M * N;
+    GRID_LOOP(e, mn) {
+        int i = (int)(e / N), j = (int)(e % N);
+        float s = 0.f;
+        for (int z = 0; z < splits; ++z) s += P[z * mn + e];
+        float* c = C + (long long)i * ldc + j;
+        float v = alpha * s;
+        if (beta != 0.f) v += beta * *c;
+        if (bias) v += bias[i];
+        *c = v;
+    }
+}

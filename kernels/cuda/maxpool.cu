@@ -1,0 +1,41 @@
+// 2x2 max pooling, stride 2, odd sizes floored. Ties go to the first maximum in row-major
+// window order; the gradient flows to that element only.
+#include "common.cuh"
+
+// `planes` = C * N planes of H x W -> Ho x Wo (Ho = H / 2, Wo = W / 2); arg[i] in 0..4 is the
+// winner's position in its window.
+extern "C" __global__ void maxpool_forward(const float* __restrict__ x, long long planes, int H, int W,
+                                           float* __restrict__ y, unsigned char* __restrict__ arg) {
+    const int Ho = H / 2, Wo = W / 2;
+    GRID_LOOP(e, planes * Ho * Wo) {
+        int ox = (int)(e % Wo);
+        int oy = (int)((e / Wo) % Ho);
+        long long p = e / ((long long)Wo * Ho);
+        const float* src = x + p * H * W + (2 * oy) * W + 2 * ox;
+        float v = src[0];
+        int best = 0;
+        if (src[1] > v) { v = src[1]; best = 1; }
+        if (src[W] > v) { v = src[W]; best = 2; }
+        if (src[W + 1] > v) { v = src[W + 1]; best = 3; }
+        y[e] = v;
+        arg[e] = (unsigned char)best;
+    }
+}
+
+// dx[i] = dy of the window whose winner is i, else 0 (a gather over inputs: no atomics).
+extern "C" __global__ void maxpool_backward(const float* __restrict__ dy, const unsigned char* __restrict__ arg,
+                                            long long planes, int H, int W, float* __restrict__ dx) {
+    const int Ho = H / 2, Wo = W / 2;
+    GRID_LOOP(e, planes * H * W) {
+        int ix = (int)(e % W);
+        int iy = (int)((e / W) % H);
+        long long p = e / ((long long)W * H);
+        int oy = iy / 2, ox = ix / 2;
+        float v = 0.f;
+        if (oy < Ho && ox < Wo) {
+            long long o = (p * Ho + oy) * Wo + ox;
+            if (arg[o] == (unsigned char)((iy % 2) * 2 + ix % 2)) v = dy[o];
+        }
+        dx[e] = v;
+    }
+}

@@ -1,0 +1,216 @@
+// A fake libcuda.so.1 for machines without a GPU: implements the driver calls that cust and the
+// trainer make, with "device memory" in host memory and kernel launches running the kernels of
+// kernels/cuda/*.cu compiled as C++ (see emu.h). It lets `lsoftmax gpu-check --quick` and
+// `lsoftmax train --device cuda` run the whole CUDA code path on a CPU (slowly): the host-side
+// orchestration, the kernels' indexing and math. It says nothing about real GPU behaviour
+// (memory model, timing, fp contraction). Built by scripts/cuda_emu.sh.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "emu.h"
+
+thread_local emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
+thread_local ucontext_t* emu_self = nullptr;
+thread_local ucontext_t* emu_sched = nullptr;
+
+#include "../cuda/batchnorm.cu"
+#include "../cuda/conv.cu"
+#include "../cuda/gather.cu"
+#include "../cuda/gemm.cu"
+#include "../cuda/layout.cu"
+#include "../cuda/loss.cu"
+#include "../cuda/lsoftmax.cu"
+#include "../cuda/maxpool.cu"
+#include "../cuda/prelu.cu"
+#include "../cuda/sgd.cu"
+
+namespace {
+
+template <class... A, std::size_t... I>
+void invoke_impl(void (*f)(A...), void** p, std::index_sequence<I...>) {
+    f(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(p[I])...);
+}
+
+template <class... A>
+std::function<void(void**)> invoker(void (*f)(A...)) {
+    return [f](void** p) { invoke_impl(f, p, std::index_sequence_for<A...>{}); };
+}
+
+struct Kernel {
+    const char* name;
+    bool syncs;  // uses __syncthreads: run the block's threads as real threads
+    std::function<void(void**)> call;
+};
+
+std::vector<Kernel>& table() {
+    static std::vector<Kernel> t = {
+#define K(n, s) Kernel{#n, s, invoker(&n)}
+        K(sgemm_nn, true), K(sgemm_nt, true), K(sgemm_tn, true), K(gemm_splitk_reduce, false),
+        K(im2col, false), K(col2im, false),
+        K(flatten_forward, false), K(flatten_backward, false), K(row_sum, true),
+        K(bn_stats_train, true), K(bn_stats_eval, false), K(bn_apply, false),
+        K(bn_backward_reduce, true), K(bn_backward_dx, false),
+        K(prelu_forward, false), K(prelu_backward_partial, true), K(prelu_backward_finish, false),
+        K(prelu_backward_dx, false),
+        K(maxpool_forward, false), K(maxpool_backward, false),
+        K(lsoftmax_forward, true), K(lsoftmax_backward_coef, false), K(lsoftmax_backward_dw, false),
+        K(lsoftmax_backward_dx, false),
+        K(softmax_ce, false), K(ce_reduce, true),
+        K(sgd_step, false), K(gather_batch, false),
+#undef K
+    };
+    return t;
+}
+
+void set_block(unsigned b, emu_dim3 g) {
+    blockIdx.x = b % g.x;
+    blockIdx.y = (b / g.x) % g.y;
+    blockIdx.z = b / (g.x * g.y);
+}
+
+}  // namespace
+
+// Only the driver API is exported: the kernels stay hidden (-fvisibility=hidden), or names such
+// as sgemm_nn would interpose on OpenBLAS's own exported functions in the same process.
+#pragma GCC visibility push(default)
+extern "C" {
+typedef int CUresult;
+typedef unsigned long long CUdeviceptr;
+
+CUresult cuInit(unsigned) { return 0; }
+CUresult cuDriverGetVersion(int* v) { *v = 13000; return 0; }
+CUresult cuDeviceGetCount(int* n) { *n = 1; return 0; }
+CUresult cuDeviceGet(int* d, int ordinal) { *d = ordinal; return ordinal == 0 ? 0 : 101; }
+CUresult cuDeviceGetAttribute(int* v, int attr, int) {
+    switch (attr) {
+        case 75: *v = 9; break;  // compute capability major
+        case 76: *v = 0; break;  // minor
+        case 16: *v = 64; break;  // SMs: enough that the checks exercise split-K
+        default: *v = 1;
+    }
+    return 0;
+}
+CUresult cuDeviceGetName(char* name, int len, int) {
+    std::snprintf(name, len, "CPU emulation (fake libcuda)");
+    return 0;
+}
+CUresult cuDeviceTotalMem_v2(size_t* b, int) { *b = size_t(8) << 30; return 0; }
+CUresult cuDevicePrimaryCtxRetain(void** ctx, int) { *ctx = (void*)0x1; return 0; }
+CUresult cuDevicePrimaryCtxRelease_v2(int) { return 0; }
+CUresult cuDevicePrimaryCtxSetFlags_v2(int, unsigned) { return 0; }
+CUresult cuCtxSetCurrent(void*) { return 0; }
+CUresult cuCtxSynchronize() { return 0; }
+CUresult cuStreamCreateWithPriority(void** s, unsigned, int) { *s = (void*)0x2; return 0; }
+CUresult cuStreamDestroy_v2(void*) { return 0; }
+CUresult cuStreamSynchronize(void*) { return 0; }
+CUresult cuModuleLoadData(void** m, const void*) { *m = (void*)0x3; return 0; }
+CUresult cuModuleLoadDataEx(void** m, const void*, unsigned, int*, void**) { *m = (void*)0x3; return 0; }
+CUresult cuModuleUnload(void*) { return 0; }
+CUresult cuModuleGetFunction(void** f, void*, const char* name) {
+    for (auto& k : table())
+        if (std::strcmp(k.name, name) == 0) {
+            *f = &k;
+            return 0;
+        }
+    return 500;  // CUDA_ERROR_NOT_FOUND
+}
+CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+    void* m = std::malloc(bytes ? bytes : 1);
+    if (!m) return 2;  // CUDA_ERROR_OUT_OF_MEMORY
+    std::memset(m, 0xA5, bytes);  // garbage, as real device memory
+    *p = (CUdeviceptr)m;
+    return 0;
+}
+CUresult cuMemFree_v2(CUdeviceptr p) { std::free((void*)p); return 0; }
+CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) { std::memset((void*)p, v, n); return 0; }
+CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, void*) { return cuMemsetD8_v2(p, v, n); }
+CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* s, size_t n) { std::memcpy((void*)d, s, n); return 0; }
+CUresult cuMemcpyDtoH_v2(void* d, CUdeviceptr s, size_t n) { std::memcpy(d, (void*)s, n); return 0; }
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* s, size_t n, void*) { return cuMemcpyHtoD_v2(d, s, n); }
+CUresult cuMemcpyDtoHAsync_v2(void* d, CUdeviceptr s, size_t n, void*) { return cuMemcpyDtoH_v2(d, s, n); }
+CUresult cuGetErrorString(CUresult e, const char** s) {
+    static char buf[64];
+    std::snprintf(buf, sizeof buf, "fake libcuda error %d", e);
+    *s = buf;
+    return 0;
+}
+CUresult cuGetErrorName(CUresult e, const char** s) { return cuGetErrorString(e, s); }
+
+CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                        unsigned bz, unsigned shmem, void*, void** params, void**) {
+    const Kernel& k = *static_cast<Kernel*>(f);
+    static const bool trace = std::getenv("LSOFTMAX_EMU_TRACE") != nullptr;
+    if (trace) std::fprintf(stderr, "launch %s grid (%u,%u,%u) block %u\n", k.name, gx, gy, gz, bx);
+    if (by != 1 || bz != 1 || shmem != 0) return 1;  // not used by the trainer
+    const emu_dim3 grid{gx, gy, gz}, block{bx, 1, 1};
+    const unsigned blocks = gx * gy * gz;
+    if (!k.syncs) {
+        gridDim = grid;
+        blockDim = block;
+        emu_self = nullptr;
+        for (unsigned b = 0; b < blocks; ++b) {
+            set_block(b, grid);
+            for (unsigned t = 0; t < bx; ++t) {
+                threadIdx = emu_dim3{t, 0, 0};
+                k.call(params);
+            }
+        }
+        return 0;
+    }
+    // One fiber per thread of the block; rounds of resumptions are the barrier phases.
+    struct Fiber {
+        ucontext_t ctx;
+        std::vector<char> stack;
+        bool done;
+    };
+    static thread_local const Kernel* cur_kernel;
+    static thread_local void** cur_params;
+    static thread_local Fiber* cur_fiber;
+    cur_kernel = &k;
+    cur_params = params;
+    std::vector<Fiber> fibers(bx);
+    ucontext_t sched;
+    gridDim = grid;
+    blockDim = block;
+    emu_sched = &sched;
+    for (auto& fb : fibers) fb.stack.resize(256 * 1024);
+    for (unsigned b = 0; b < blocks; ++b) {
+        set_block(b, grid);
+        for (unsigned t = 0; t < bx; ++t) {
+            Fiber& fb = fibers[t];
+            fb.done = false;
+            getcontext(&fb.ctx);
+            fb.ctx.uc_stack.ss_sp = fb.stack.data();
+            fb.ctx.uc_stack.ss_size = fb.stack.size();
+            fb.ctx.uc_link = &sched;
+            makecontext(&fb.ctx, (void (*)())+[] {
+                cur_kernel->call(cur_params);
+                cur_fiber->done = true;
+            }, 0);
+        }
+        for (unsigned live = bx; live > 0;) {
+            live = 0;
+            for (unsigned t = 0; t < bx; ++t) {
+                Fiber& fb = fibers[t];
+                if (fb.done) continue;
+                threadIdx = emu_dim3{t, 0, 0};
+                emu_self = &fb.ctx;
+                cur_fiber = &fb;
+                swapcontext(&sched, &fb.ctx);
+                if (!fb.done) ++live;
+            }
+        }
+    }
+    emu_self = nullptr;
+    emu_sched = nullptr;
+    return 0;
+}
+}
+#pragma GCC visibility pop

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds a fake libcuda.so.1 that runs the CUDA kernels on the CPU (kernels/emu/fake_cuda.cpp:
+# kernels/cuda/*.cu compiled as C++ with emu.h; device memory is host memory). With it, a binary
+# built with `--features cuda` (against the link-only stub of scripts/cuda_stub.sh) runs its
+# whole GPU code path on a machine without a GPU, slowly:
+#
+#   bash scripts/cuda_emu.sh [DIR]       # default DIR: .cache/cuda-emu
+#   LD_LIBRARY_PATH=.cache/cuda-emu target/cuda/release/lsoftmax gpu-check --quick
+#
+# Every other driver function of cust_raw's list fails loudly (CUDA error 999) if called.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DIR="${1:-$ROOT/.cache/cuda-emu}"
+cd "$ROOT"
+cargo fetch -q
+SRC="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cust_raw-0.11.3/src/cuda.rs 2>/dev/null | head -1)"
+[ -n "$SRC" ] || { echo "error: cust_raw 0.11.3 sources not found after cargo fetch" >&2; exit 1; }
+mkdir -p "$DIR"
+IMPL="$(grep -oE '^CUresult cu[A-Za-z0-9_]+' kernels/emu/fake_cuda.cpp | awk '{print $2}' | sort -u)"
+{
+    echo '#include <stdio.h>'
+    grep -oE 'pub fn cu[A-Za-z0-9_]+' "$SRC" | awk '{print $3}' | sort -u | grep -vxF "$IMPL" |
+        awk '{print "int " $1 "(void) { fprintf(stderr, \"fake libcuda: " $1 " is not emulated\\n\"); return 999; }"}'
+} > "$DIR/rest.c"
+gcc -c -O1 -fPIC -o "$DIR/rest.o" "$DIR/rest.c"
+g++ -std=c++20 -O2 -ffp-contract=off -fPIC -fvisibility=hidden -w -c -o "$DIR/fake_cuda.o" kernels/emu/fake_cuda.cpp
+g++ -shared -Wl,-soname,libcuda.so.1 -o "$DIR/libcuda.so.1" "$DIR/fake_cuda.o" "$DIR/rest.o"
+echo "fake libcuda (CPU emulation): $DIR/libcuda.so.1"
+echo "run with: LD_LIBRARY_PATH=$DIR target/cuda/release/lsoftmax gpu-check --quick"

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The CUDA backend's check on a GPU machine (no Rust there). Run from the repository root with
+# .cache/gpu-bundle/bundle.tar.gz, made on the build machine by scripts/gpu_bundle.sh (the
+# binary built with --features cuda, its OpenBLAS, and MNIST):
+#
+#   bash scripts/gpu_check.sh            # about 2-4 minutes
+#
+# 1. `lsoftmax gpu-check`: every kernel's forward and backward against the CPU layers on random
+#    inputs (fp32, normalised error <= 1e-4), 3 training steps of `tiny` and `paper` from identical
+#    weights on both devices (losses, weights, running statistics, gradients, momentum), and the
+#    GPU speed of `paper` at batch 256;
+# 2. a short `train --device cuda` run (tiny, 2 epochs on 6000 images, stopped after one and
+#    resumed), then its checkpoint evaluated on the CPU: the accuracy must match the GPU's;
+# 3. PyTorch eager on the same GPU, `paper` at batch 256 (bench/torch_train_bench.py), for the
+#    speed comparison in the same session.
+# Prints PASS/FAIL per row and a summary; exits non-zero when something failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUNDLE="${GPU_BUNDLE:-.cache/gpu-bundle/bundle.tar.gz}"
+[ -f "$BUNDLE" ] || { echo "error: no $BUNDLE; make it with scripts/gpu_bundle.sh" >&2; exit 2; }
+X="$(mktemp -d)"
+tar -xzf "$BUNDLE" -C "$X"
+# Our OpenBLAS and gfortran for the binary only (not for Python); libcuda comes from the driver.
+printf '#!/bin/sh\nLD_LIBRARY_PATH="%s/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s/lsoftmax" "$@"\n' "$X" "$X" > "$X/run"
+chmod +x "$X/run"
+BIN="$X/run"
+DATA="$X/mnist"
+export LSOFTMAX_DATA="$DATA"
+status=0
+summary=()
+step() { # name, command...
+    local name="$1"; shift
+    echo
+    echo "=== $name"
+    local t0=$SECONDS
+    if "$@"; then
+        summary+=("PASS  $name ($((SECONDS - t0)) s)")
+    else
+        summary+=("FAIL  $name ($((SECONDS - t0)) s)")
+        status=1
+    fi
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+step "gpu-check (kernels vs CPU, 3-step parity, GPU speed)" \
+    timeout 240 "$BIN" gpu-check --bench-steps 50 --data "$DATA"
+
+RUN="$X/train-run"
+train_resume_eval() {
+    local common=(--device cuda --preset tiny --epochs 2 --train-limit 6000 --quiet --out "$RUN" --data "$DATA")
+    timeout 120 "$BIN" train "${common[@]}" --stop-after 1 &&
+        timeout 120 "$BIN" train "${common[@]}" --resume || return 1
+    [ "$(grep -c '"type":"epoch"' "$RUN/log.jsonl")" = 2 ] || { echo "log.jsonl lacks 2 epoch lines"; return 1; }
+    # The checkpoint evaluated on the CPU must give the test accuracy the GPU logged.
+    local gpu_acc cpu_acc
+    gpu_acc="$(grep '"type":"epoch"' "$RUN/log.jsonl" | tail -1 | python3 -c 'import json,sys; print("%.2f" % json.loads(sys.stdin.read())["test_acc"])')"
+    cpu_acc="$(timeout 120 "$BIN" eval --checkpoint "$RUN/checkpoint.bin" --data "$DATA" | sed -nE 's/.*test accuracy ([0-9.]+)%.*/\1/p')"
+    echo "test accuracy: GPU evaluation $gpu_acc%, CPU evaluation of the checkpoint $cpu_acc%"
+    python3 -c "import sys; sys.exit(0 if abs(float('$gpu_acc') - float('$cpu_acc')) <= 0.05 else 1)"
+}
+step "train --device cuda (tiny), resume, eval on CPU" train_resume_eval
+
+if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    step "PyTorch eager on the GPU: paper, batch 256" \
+        timeout 120 python3 bench/torch_train_bench.py --device cuda 256 --seconds 20 --data "$DATA" --json
+else
+    summary+=("SKIP  PyTorch eager on the GPU (no torch with CUDA)")
+fi
+
+echo
+echo "=== summary"
+printf '%s\n' "${summary[@]}"
+exit $status
