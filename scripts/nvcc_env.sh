@@ -8,7 +8,7 @@ NVCC_PINS=("nvidia-cuda-nvcc==13.0.88" "nvidia-nvvm==13.0.*" "nvidia-cuda-crt==1
 if [ -z "${NVCC:-}" ]; then
     if [ ! -x "$NVCC_PIP_DIR/nvidia/cu13/bin/nvcc" ] && [ "${LSOFTMAX_INSTALL_NVCC:-0}" = 1 ]; then
         echo "installing the pinned nvcc into $NVCC_PIP_DIR (pip, ~290 MB)" >&2
-        python3 -m pip install --quiet --target "$NVCC_PIP_DIR" "${NVCC_PINS[@]}" >&2
+        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --target "$NVCC_PIP_DIR" "${NVCC_PINS[@]}" >&2
     fi
     NVCC="$NVCC_PIP_DIR/nvidia/cu13/bin/nvcc"
 fi

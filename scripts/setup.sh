@@ -12,6 +12,8 @@ command -v qemu-system-arm >/dev/null 2>&1 || need_apt+=(qemu-system-arm)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)                 # CUDA emulation (kernels/emu)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)  # the pinned nvcc wheels
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   SUDO=""

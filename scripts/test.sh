@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's full test suite, as CI runs it: set-up, formatting, lints, every crate's tests
 # (release mode: the training tests need the speed), the no_std build for the Cortex-M4F, and
-# the firmware demo under QEMU.
+# the firmware demo under QEMU, and the CUDA backend without a GPU (PTX checks, a build linked
+# against a stub libcuda, and the GPU code path run on the CPU through an emulated libcuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,3 +19,11 @@ echo "== infer-core for thumbv7em-none-eabihf (no_std, no alloc)"
 cargo build -p infer-core --release --target thumbv7em-none-eabihf
 echo "== firmware-demo: build for the STM32F405, run under QEMU, compare with the host's predictions"
 bash scripts/firmware.sh
+echo "== CUDA: committed PTX (source hashes, ptxas sm_80/sm_90, rebuilt with the pinned nvcc and compared)"
+LSOFTMAX_INSTALL_NVCC=1 bash scripts/check_ptx.sh
+echo "== CUDA: cargo build --features cuda, linked against a stub libcuda (separate target dir)"
+bash scripts/cuda_stub.sh >/dev/null
+CUDA_LIBRARY_PATH="$PWD/.cache/cuda-stub" cargo build --release --features cuda -p lsoftmax-trainer --target-dir target/cuda
+echo "== CUDA: every kernel against the CPU layers and 3 training steps, run on the CPU through an emulated libcuda"
+bash scripts/cuda_emu.sh >/dev/null
+LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" target/cuda/release/lsoftmax gpu-check --quick
