@@ -24,3 +24,4 @@ pub mod par;
 pub mod rng;
 pub mod tensor;
 pub mod train;
+pub mod viz;
