@@ -91,6 +91,13 @@ fn visualize_tiny_budget_writes_a_decodable_figure_and_sane_angles() {
         assert_eq!(b.provenance, Provenance::Reused);
         assert_eq!(a.stats, b.stats);
     }
+    // Drawing another test subset reuses the runs too.
+    let mut subset = cfg.clone();
+    subset.test_limit = Some(60);
+    let sub = visualize(&subset, &data).unwrap();
+    assert!(sub
+        .iter()
+        .all(|r| r.provenance == Provenance::Reused && r.stats.count == 60));
     // Another configuration in the same run directory is refused, not silently mixed.
     let mut other = cfg.clone();
     other.lr = 0.02;

@@ -197,8 +197,10 @@ fn train_or_load(
     }
     if paths.checkpoint.exists() {
         let ck = Checkpoint::load(&paths.checkpoint)?;
+        // More epochs extend a finished run; another test subset only changes what is drawn.
         let mut have = ck.config.clone();
         have.epochs = want.epochs;
+        have.test_limit = want.test_limit;
         if have != want {
             bail!(
                 "{} holds a run with another configuration (margin {}, batch {}, lr {}, seed {}, \
@@ -246,7 +248,12 @@ fn train_or_load(
         "m = {m}: training fig2 for {} into {}",
         match want.train_limit {
             Some(n) => format!("{} batches of {}", n / want.batch, want.batch),
-            None => format!("{} epochs, batch {}", want.epochs, want.batch),
+            None => format!(
+                "{} epoch{}, batch {}",
+                want.epochs,
+                if want.epochs == 1 { "" } else { "s" },
+                want.batch
+            ),
         },
         dir.display()
     );
