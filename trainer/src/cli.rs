@@ -36,6 +36,15 @@ pub enum Command {
     FirmwareDigits(FirmwareDigitsArgs),
     /// Measure training speed (images/s) and peak memory, optionally beside PyTorch.
     Bench(BenchArgs),
+    /// The paper's Fig. 2: train (or reuse) the 2-d feature network `fig2` for each margin and
+    /// draw its test features with each class's weight direction, one panel per margin; print
+    /// and write the accuracy and angle statistics.
+    Visualize(VisualizeArgs),
+    /// Plot test accuracy and test loss per epoch from training logs (log.jsonl files).
+    Plot(PlotArgs),
+    /// A markdown table of final and best test accuracy per run from training logs, beside the
+    /// seed's and the paper's MNIST figures.
+    Report(ReportArgs),
     /// Measure infer-core's single-thread speed on exported models, optionally beside
     /// onnxruntime (bench/onnx_infer_bench.py) on the same network.
     BenchInfer(BenchInferArgs),
@@ -353,4 +362,75 @@ pub struct FirmwareDigitsArgs {
     /// Data location.
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// `visualize` arguments (defaults: the seed's visualisation recipe).
+#[derive(Debug, Args)]
+pub struct VisualizeArgs {
+    /// Margins to train and draw, one panel each.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    pub margins: Vec<u32>,
+    /// Epochs per margin.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u32,
+    /// Train each margin for only N batches (one epoch over the first N x batch training
+    /// images) instead of --epochs: a small budget for trying things out.
+    #[arg(long, conflicts_with = "epochs")]
+    pub batches: Option<usize>,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Learning rate (constant: no steps).
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f32,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Random seed of every run.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only the first N test images for the figure and the statistics.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Directory holding each margin's run (fig2-m<k>/checkpoint.bin and log.jsonl); a
+    /// finished run of the same configuration there is reused instead of retrained.
+    #[arg(long, default_value = "runs/visualize")]
+    pub runs_dir: PathBuf,
+    /// Output PNG; the angle table is written beside it as <stem>-angles.md.
+    #[arg(long, default_value = "docs/results/fig2.png")]
+    pub out: PathBuf,
+    /// Train again even when a finished run exists in --runs-dir.
+    #[arg(long)]
+    pub retrain: bool,
+    /// Hide the progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Data location.
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// `plot` arguments.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Training logs (log.jsonl of `train` or `visualize` runs), one line per log.
+    #[arg(long, num_args = 1.., required = true)]
+    pub logs: Vec<PathBuf>,
+    /// Output PNG.
+    #[arg(long, default_value = "curves.png")]
+    pub out: PathBuf,
+}
+
+/// `report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Training logs (log.jsonl of `train` or `visualize` runs), one row per log.
+    #[arg(long, num_args = 1.., required = true)]
+    pub logs: Vec<PathBuf>,
+    /// Also write the table to this markdown file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }

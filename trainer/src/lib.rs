@@ -28,3 +28,4 @@ pub mod rng;
 pub mod tensor;
 pub mod torch_io;
 pub mod train;
+pub mod viz;

@@ -13,11 +13,11 @@ use lsoftmax_trainer::train::{self, evaluate, RunOptions, TrainConfig, Trainer};
 mod cli;
 use cli::{
     BenchArgs, BenchInferArgs, ClassifyArgs, Cli, Command, DataArgs, DeviceKind, EvalArgs,
-    ExportArgs, FirmwareDigitsArgs, GpuCheckArgs, LambdaKind, TrainArgs,
+    ExportArgs, FirmwareDigitsArgs, GpuCheckArgs, LambdaKind, PlotArgs, ReportArgs, TrainArgs,
+    VisualizeArgs,
 };
 use infer_core::Threshold;
-use lsoftmax_trainer::deploy;
-use lsoftmax_trainer::torch_io;
+use lsoftmax_trainer::{deploy, torch_io, viz};
 
 fn main() {
     let cli = Cli::parse();
@@ -84,6 +84,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Visualize(a) => visualize_cmd(a),
+        Command::Plot(a) => plot_cmd(a),
+        Command::Report(a) => report_cmd(a),
     }
 }
 
@@ -563,5 +566,58 @@ fn firmware_digits_cmd(a: FirmwareDigitsArgs) -> Result<()> {
         a.count,
         a.model.display()
     );
+    Ok(())
+}
+
+fn visualize_cmd(a: VisualizeArgs) -> Result<()> {
+    let cfg = viz::fig2::VisualizeConfig {
+        margins: a.margins,
+        epochs: a.epochs,
+        batches: a.batches,
+        batch: a.batch,
+        lr: a.lr,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        seed: a.seed,
+        test_limit: a.test_limit,
+        runs_dir: a.runs_dir,
+        out: a.out,
+        retrain: a.retrain,
+        progress: !a.quiet,
+    };
+    let data = load_data(&a.data)?;
+    let start = Instant::now();
+    let results = viz::fig2::visualize(&cfg, &data)?;
+    println!("{}", viz::fig2::angle_table(&results));
+    println!(
+        "wrote {} ({} bytes) and {} in {:.0} s",
+        cfg.out.display(),
+        std::fs::metadata(&cfg.out).map_or(0, |m| m.len()),
+        cfg.table_path().display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn plot_cmd(a: PlotArgs) -> Result<()> {
+    let logs = viz::logs::read_logs(&a.logs)?;
+    let size = viz::curves::plot(&logs, &a.out)?;
+    println!(
+        "wrote {} ({size} bytes, {} runs)",
+        a.out.display(),
+        logs.len()
+    );
+    Ok(())
+}
+
+fn report_cmd(a: ReportArgs) -> Result<()> {
+    let logs = viz::logs::read_logs(&a.logs)?;
+    let table = viz::report::report_markdown(&logs);
+    print!("{table}");
+    if let Some(out) = &a.out {
+        lsoftmax_trainer::checkpoint::write_atomic(out, table.as_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
     Ok(())
 }

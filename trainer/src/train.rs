@@ -100,10 +100,65 @@ pub struct EpochStats {
     pub images_per_s: f64,
 }
 
+/// The first line of a run's log: what the run is, so that tools reading only the log (`plot`,
+/// `report`) know its margin and schedule. Logs written before this line existed have none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunHeader {
+    /// Architecture name (a preset's name, or the user's).
+    pub arch: String,
+    /// Margin m of the L-Softmax head.
+    pub margin: u32,
+    /// Epochs the run is configured for.
+    pub epochs: u32,
+    /// Mini-batch size.
+    pub batch: usize,
+    /// Initial learning rate.
+    pub lr: f32,
+    /// Epochs (0-based) at which the learning rate is multiplied by `lr_gamma`.
+    pub lr_steps: Vec<u32>,
+    /// Learning-rate factor at each step.
+    pub lr_gamma: f32,
+    /// SGD momentum.
+    pub momentum: f32,
+    /// Weight decay.
+    pub weight_decay: f32,
+    /// Lambda schedule.
+    pub lambda: LambdaSchedule,
+    /// Seed.
+    pub seed: u64,
+    /// Training images used per epoch (None: all).
+    pub train_limit: Option<usize>,
+    /// Test images evaluated (None: all).
+    pub test_limit: Option<usize>,
+}
+
+impl RunHeader {
+    /// The header describing a run with configuration `c`.
+    pub fn from_config(c: &TrainConfig) -> Self {
+        Self {
+            arch: c.arch.name.clone(),
+            margin: c.margin,
+            epochs: c.epochs,
+            batch: c.batch,
+            lr: c.lr,
+            lr_steps: c.lr_steps.clone(),
+            lr_gamma: c.lr_gamma,
+            momentum: c.momentum,
+            weight_decay: c.weight_decay,
+            lambda: c.lambda,
+            seed: c.seed,
+            train_limit: c.train_limit,
+            test_limit: c.test_limit,
+        }
+    }
+}
+
 /// One line of the JSON-lines log.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LogLine {
+    /// The run's configuration; the first line of every log written by [`run`].
+    Header(RunHeader),
     /// Periodic batch loss.
     Batch {
         /// Epoch (1-based).
@@ -399,15 +454,17 @@ pub fn run(
 ) -> Result<Option<Evaluation>> {
     let paths = RunPaths::new(dir);
     fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))?;
-    // Keep only the log lines of epochs the checkpoint covers, so a resumed log has no duplicates.
-    let mut log_text = String::new();
+    // A fresh header (the configuration may have changed on resume, e.g. more epochs), then
+    // only the log lines of epochs the checkpoint covers, so a resumed log has no duplicates.
+    let header = LogLine::Header(RunHeader::from_config(&trainer.config));
+    let mut log_text = serde_json::to_string(&header)? + "\n";
     if trainer.epochs_done > 0 {
         if let Ok(old) = fs::read_to_string(&paths.log) {
             for line in old.lines() {
                 let keep = match serde_json::from_str::<LogLine>(line) {
+                    Ok(LogLine::Header(_)) | Err(_) => false,
                     Ok(LogLine::Batch { epoch, .. }) => epoch <= trainer.epochs_done,
                     Ok(LogLine::Epoch(s)) => s.epoch <= trainer.epochs_done,
-                    Err(_) => false,
                 };
                 if keep {
                     log_text.push_str(line);

@@ -3,37 +3,11 @@
 
 use lsoftmax_trainer::arch::ArchSpec;
 use lsoftmax_trainer::checkpoint::Checkpoint;
-use lsoftmax_trainer::rng::Rng;
 use lsoftmax_trainer::train::{run, RunOptions, RunPaths, TrainConfig, Trainer};
-use mnist::{Mnist, Split};
+use mnist::Mnist;
 
-/// Random "digits" whose label is encoded in where the bright square sits: learnable, and no
-/// data set needed.
-fn synthetic(n: usize, seed: u64) -> Split {
-    let mut rng = Rng::new(seed);
-    let mut images = vec![0u8; n * 784];
-    let mut labels = vec![0u8; n];
-    for i in 0..n {
-        let y = rng.below(10) as usize;
-        labels[i] = y as u8;
-        let img = &mut images[i * 784..(i + 1) * 784];
-        for p in img.iter_mut() {
-            *p = rng.below(64) as u8;
-        }
-        let (r0, c0) = (2 + (y / 5) * 12, 2 + (y % 5) * 5);
-        for r in r0..r0 + 8 {
-            for c in c0..c0 + 4 {
-                img[r * 28 + c] = 255;
-            }
-        }
-    }
-    Split {
-        images,
-        labels,
-        rows: 28,
-        cols: 28,
-    }
-}
+mod common;
+use common::synthetic;
 
 fn config() -> TrainConfig {
     let mut c = TrainConfig::seed_recipe(ArchSpec::preset("tiny").unwrap(), 3);
@@ -97,6 +71,17 @@ fn resume_after_interruption_is_bit_exact() {
         .filter(|l| l.contains("\"type\":\"epoch\""))
         .collect();
     assert_eq!(epochs.len(), 3, "{log}");
+    // ... and one header line, first, describing the run.
+    let headers = log
+        .lines()
+        .filter(|l| l.contains("\"type\":\"header\""))
+        .count();
+    assert_eq!(headers, 1, "{log}");
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "header", "{log}");
+    assert_eq!(first["margin"], 3);
+    assert_eq!(first["epochs"], 3);
+    assert_eq!(first["arch"], "tiny");
     std::fs::remove_dir_all(&tmp).ok();
 }
 

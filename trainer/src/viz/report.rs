@@ -1,0 +1,144 @@
+//! A markdown table of final test accuracies per run, beside the seed's and the paper's MNIST
+//! figures, with every departure from the full recipe spelled out.
+
+use std::fmt::Write as _;
+
+use super::logs::RunLog;
+use crate::arch::ArchSpec;
+use crate::train::{RunHeader, TrainConfig};
+
+/// The seed implementation's test accuracies (percent) for m = 1, 2, 3, 4 (`paper` network,
+/// its recipe, 100 epochs).
+pub const SEED_ACC: [f64; 4] = [99.37, 99.60, 99.56, 99.61];
+/// The paper's MNIST test accuracies (percent, 100 minus its error rates) for m = 1 (plain
+/// softmax), 2, 3, 4.
+pub const PAPER_ACC: [f64; 4] = [99.60, 99.68, 99.69, 99.69];
+/// Epochs of the full recipe.
+pub const FULL_EPOCHS: u32 = 100;
+
+/// A reference figure for margin `m`, formatted, or a dash when there is none.
+fn reference(table: &[f64; 4], m: u32) -> String {
+    (m as usize)
+        .checked_sub(1)
+        .and_then(|i| table.get(i))
+        .map_or("–".to_string(), |a| format!("{a:.2} %"))
+}
+
+/// How a run departs from the full recipe (`paper` network, the seed's recipe, 100 epochs, all
+/// images); "full recipe" when it does not.
+pub fn schedule_note(h: &RunHeader, epochs_trained: u32) -> String {
+    let paper = ArchSpec::preset("paper").expect("paper is a preset");
+    let recipe = RunHeader::from_config(&TrainConfig::seed_recipe(paper, h.margin));
+    let mut notes = Vec::new();
+    if epochs_trained < FULL_EPOCHS {
+        notes.push(format!(
+            "shortened schedule ({epochs_trained} epoch{})",
+            if epochs_trained == 1 { "" } else { "s" }
+        ));
+    }
+    if h.arch != recipe.arch {
+        notes.push(format!("`{}` network, not `paper`", h.arch));
+    }
+    if let Some(n) = h.train_limit {
+        notes.push(format!("first {n} training images only"));
+    }
+    if let Some(n) = h.test_limit {
+        notes.push(format!("tested on the first {n} test images only"));
+    }
+    if h.batch != recipe.batch {
+        notes.push(format!("batch {}", h.batch));
+    }
+    if h.lr != recipe.lr {
+        notes.push(format!("lr {}", h.lr));
+    }
+    if h.lr_steps != recipe.lr_steps || (h.lr_gamma != recipe.lr_gamma && !h.lr_steps.is_empty()) {
+        if h.lr_steps.is_empty() {
+            notes.push("constant lr".to_string());
+        } else {
+            notes.push(format!("lr x{} at epochs {:?}", h.lr_gamma, h.lr_steps));
+        }
+    }
+    if h.momentum != recipe.momentum {
+        notes.push(format!("momentum {}", h.momentum));
+    }
+    if h.weight_decay != recipe.weight_decay {
+        notes.push(format!("weight decay {}", h.weight_decay));
+    }
+    if h.lambda != recipe.lambda {
+        notes.push(format!("lambda {:?}", h.lambda));
+    }
+    if notes.is_empty() {
+        "full recipe".to_string()
+    } else {
+        notes.join("; ")
+    }
+}
+
+/// The markdown report of `logs`, one row per log in the order given.
+pub fn report_markdown(logs: &[RunLog]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| run | network | m | epochs trained | final test acc. | best test acc. | seed | paper | schedule |"
+    );
+    let _ = writeln!(
+        s,
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for log in logs {
+        let h = &log.header;
+        let last = log.last();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.2} % | {:.2} % | {} | {} | {} |",
+            log.label,
+            h.arch,
+            h.margin,
+            last.epoch,
+            last.test_acc,
+            log.best_test_acc(),
+            reference(&SEED_ACC, h.margin),
+            reference(&PAPER_ACC, h.margin),
+            schedule_note(h, last.epoch)
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Seed: the seed implementation's reported MNIST test accuracies (`paper` network, \
+         its recipe, {FULL_EPOCHS} epochs). Paper: Liu et al., ICML 2016, MNIST test error rates \
+         as accuracies (m = 1 is plain softmax). Only runs marked \"full recipe\" are comparable \
+         with them."
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_name_every_departure() {
+        let paper = ArchSpec::preset("paper").unwrap();
+        let h = RunHeader::from_config(&TrainConfig::seed_recipe(paper, 4));
+        assert_eq!(schedule_note(&h, 100), "full recipe");
+        assert_eq!(schedule_note(&h, 3), "shortened schedule (3 epochs)");
+        assert_eq!(schedule_note(&h, 1), "shortened schedule (1 epoch)");
+        let mut f = h.clone();
+        f.arch = "fig2".into();
+        f.batch = 64;
+        f.lr = 0.01;
+        f.lr_steps.clear();
+        f.weight_decay = 0.0;
+        f.train_limit = Some(640);
+        assert_eq!(
+            schedule_note(&f, 100),
+            "`fig2` network, not `paper`; first 640 training images only; batch 64; lr 0.01; \
+             constant lr; weight decay 0"
+        );
+        assert_eq!(reference(&SEED_ACC, 1), "99.37 %");
+        assert_eq!(reference(&PAPER_ACC, 4), "99.69 %");
+        assert_eq!(reference(&PAPER_ACC, 5), "–");
+        assert_eq!(reference(&PAPER_ACC, 0), "–");
+    }
+}
