@@ -439,11 +439,10 @@ mod packed {
         }
     }
 
-    /// The packed sums of one segment: activations `acts` (int8) against `PAIRS` packed
-    /// weights per position (`w`, position-major).
+    /// `sums` plus the packed sums of one segment: activations `acts` (int8) against
+    /// `PAIRS` packed weights per position (`w`, position-major).
     #[inline(always)]
-    pub(super) fn dot(acts: &[u8], w: &[i32]) -> [i64; PAIRS] {
-        let mut sums = [0i64; PAIRS];
+    pub(super) fn dot(mut sums: [i64; PAIRS], acts: &[u8], w: &[i32]) -> [i64; PAIRS] {
         let mut xs = acts.chunks_exact(UNROLL);
         let mut ws = w.chunks_exact(PAIRS * UNROLL);
         for (xa, wa) in xs.by_ref().zip(ws.by_ref()) {
@@ -464,41 +463,44 @@ mod packed {
         sums
     }
 
-    /// Adds the channel sums of one receptive field to `acc`: `rows` rows of `len`
-    /// activations, `stride` bytes apart in `src`, against the packed weights `w` (`wstride`
-    /// words apart per row). Kept out of line so that its inner loop gets the registers to
-    /// itself.
+    /// The channel sums of (part of) one receptive field: `rows` rows of `len` (at most
+    /// [`SEG`]) activations, `stride` bytes apart from the start of `src`, against the packed
+    /// weights from the start of `w` (`wstride` words apart per row).
+    ///
+    /// The packed sums run on across rows: after each row (at most [`SEG`] products) the low
+    /// channel's sum, the low 23 bits sign-extended, moves to `lo` and leaves a multiple of
+    /// 2^23, so the high channel's sum is the total shifted right by 23 at the end.
+    ///
+    /// Kept out of line so that its inner loop gets the registers to itself.
     #[inline(never)]
     fn window(
-        acc: &mut [i32; 2 * PAIRS],
-        src: &[u8],
+        mut src: &[u8],
         stride: usize,
         len: usize,
-        w: &[i32],
+        mut w: &[i32],
         wstride: usize,
         rows: usize,
-    ) {
-        let mut add = |xs: &[u8], ws: &[i32]| {
-            for (a, s) in acc.chunks_exact_mut(2).zip(dot(xs, ws)) {
-                for (a, v) in a.iter_mut().zip(split(s)) {
-                    *a = a.wrapping_add(v);
-                }
-            }
-        };
-        for r in 0..rows {
-            let (at, wat) = (r * stride, r * wstride);
-            let (Some(xr), Some(wr)) = (src.get(at..at + len), w.get(wat..wat + len * PAIRS))
-            else {
-                return;
+    ) -> [i32; 2 * PAIRS] {
+        let mut sums = [0i64; PAIRS];
+        let mut lo = [0i32; PAIRS];
+        for _ in 0..rows {
+            let (Some(xr), Some(wr)) = (src.get(..len), w.get(..len * PAIRS)) else {
+                break;
             };
-            if len <= SEG {
-                add(xr, wr);
-            } else {
-                for (xs, ws) in xr.chunks(SEG).zip(wr.chunks(SEG * PAIRS)) {
-                    add(xs, ws);
-                }
+            sums = dot(sums, xr, wr);
+            for (s, l) in sums.iter_mut().zip(lo.iter_mut()) {
+                let [low, _] = split(*s);
+                *l = l.wrapping_add(low);
+                *s = s.wrapping_sub(i64::from(low));
             }
+            src = src.get(stride..).unwrap_or_default();
+            w = w.get(wstride..).unwrap_or_default();
         }
+        let mut acc = [0i32; 2 * PAIRS];
+        for ((a, s), l) in acc.chunks_exact_mut(2).zip(sums).zip(lo) {
+            a.copy_from_slice(&[l, (s >> SHIFT) as i32]);
+        }
+        acc
     }
 
     /// One output channel's requantization constants (see [`super::finish`]), read once per
@@ -537,10 +539,14 @@ mod packed {
         fn apply(&self, acc: i32) -> u8 {
             let a = acc.wrapping_add(self.bias);
             let m = if a >= 0 { self.mpos } else { self.mneg };
-            let v = (i64::from(a) * i64::from(m))
-                .wrapping_add(self.offset)
-                .wrapping_shr(self.shift);
-            v.clamp(-ACT_MAX, ACT_MAX) as u8
+            let x = (i64::from(a) * i64::from(m)).wrapping_add(self.offset);
+            let v = if self.shift >= 32 {
+                // The usual case: (x >> 32) >> (shift - 32) is x >> shift, in 32 bits.
+                ((x >> 32) as i32) >> (self.shift - 32)
+            } else {
+                x.wrapping_shr(self.shift).clamp(-ACT_MAX, ACT_MAX) as i32
+            };
+            v.clamp(-ACT_MAX as i32, ACT_MAX as i32) as u8
         }
     }
 
@@ -611,16 +617,34 @@ mod packed {
                     let kx0 = pad.saturating_sub(ox);
                     let kx1 = k.min((w + pad).saturating_sub(ox));
                     let len = kx1.saturating_sub(kx0) * cin;
-                    let mut acc = [0i32; 2 * PAIRS];
                     // Rows ky0..ky1 of the receptive field: `len` contiguous input values from
                     // (oy + ky0 - pad, ox + kx0 - pad) on, against kernel positions
-                    // (ky, kx0..kx1).
+                    // (ky, kx0..kx1); rows longer than a segment are cut into segments.
                     let at = ((oy + ky0 - pad) * w + ox + kx0 - pad) * cin;
                     let wat = (ky0 * k + kx0) * cin * PAIRS;
-                    if let (Some(xr), Some(wr)) = (src.get(at..), wp.get(wat..)) {
-                        let rows = ky1.saturating_sub(ky0);
-                        window(&mut acc, xr, w * cin, len, wr, k * cin * PAIRS, rows);
-                    }
+                    let rows = ky1.saturating_sub(ky0);
+                    let (xs, ws) = (src.get(at..), wp.get(wat..));
+                    let (stride, wstride) = (w * cin, k * cin * PAIRS);
+                    let acc = match (xs, ws) {
+                        (Some(xs), Some(ws)) if len <= SEG => {
+                            window(xs, stride, len, ws, wstride, rows)
+                        }
+                        (Some(xs), Some(ws)) => {
+                            let mut acc = [0i32; 2 * PAIRS];
+                            for j in (0..len).step_by(SEG) {
+                                let (xs, ws) = (xs.get(j..), ws.get(j * PAIRS..));
+                                let seg = (len - j).min(SEG);
+                                if let (Some(xs), Some(ws)) = (xs, ws) {
+                                    let part = window(xs, stride, seg, ws, wstride, rows);
+                                    for (a, v) in acc.iter_mut().zip(part) {
+                                        *a = a.wrapping_add(v);
+                                    }
+                                }
+                            }
+                            acc
+                        }
+                        _ => [0; 2 * PAIRS],
+                    };
                     let outs = px.iter_mut().skip(c0).zip(rq.iter().zip(acc));
                     for (o, (r, a)) in outs {
                         *o = r.apply(a);
@@ -727,7 +751,8 @@ mod tests {
                     .map(|(j, g)| pack(row(2 * g)[j], row(2 * g + 1)[j]))
                     .collect();
                 assert!(n <= SEG);
-                let got: std::vec::Vec<[i32; 2]> = dot(x, &w).into_iter().map(split).collect();
+                let got: std::vec::Vec<[i32; 2]> =
+                    dot([0; PAIRS], x, &w).into_iter().map(split).collect();
                 let want: std::vec::Vec<[i32; 2]> = (0..PAIRS)
                     .map(|g| [dot_i8(x, row(2 * g)), dot_i8(x, row(2 * g + 1))])
                     .collect();
