@@ -470,9 +470,7 @@ mod packed {
     /// The packed sums run on across rows: after each row (at most [`SEG`] products) the low
     /// channel's sum, the low 23 bits sign-extended, moves to `lo` and leaves a multiple of
     /// 2^23, so the high channel's sum is the total shifted right by 23 at the end.
-    ///
-    /// Kept out of line so that its inner loop gets the registers to itself.
-    #[inline(never)]
+    #[inline(always)]
     fn window(
         mut src: &[u8],
         stride: usize,
@@ -605,54 +603,94 @@ mod packed {
             for (i, r) in rq.iter_mut().enumerate() {
                 *r = Requant::of(p, c0 + i);
             }
-            let mut pixels = dst.chunks_exact_mut(cout);
-            for oy in 0..oh {
+            let rq: &[Requant; 2 * PAIRS] = &rq;
+            let wp: &[i32] = wp;
+            for (oy, out_row) in dst.chunks_exact_mut(ow * cout).take(oh).enumerate() {
                 // Kernel rows inside the input (the others meet zero padding).
                 let ky0 = pad.saturating_sub(oy);
-                let ky1 = k.min((h + pad).saturating_sub(oy));
-                for ox in 0..ow {
-                    let Some(px) = pixels.next() else {
-                        return true;
-                    };
+                let rows = k.min((h + pad).saturating_sub(oy)).saturating_sub(ky0);
+                // Output columns whose receptive field lies inside the input horizontally:
+                // ox >= pad and ox + k <= w + pad; the ones before and after meet padding.
+                let inner0 = pad.min(ow);
+                let inner1 = (w + pad + 1).saturating_sub(k).clamp(inner0, ow);
+                let mut span = |ox: usize, n: usize| {
                     let kx0 = pad.saturating_sub(ox);
                     let kx1 = k.min((w + pad).saturating_sub(ox));
-                    let len = kx1.saturating_sub(kx0) * cin;
-                    // Rows ky0..ky1 of the receptive field: `len` contiguous input values from
-                    // (oy + ky0 - pad, ox + kx0 - pad) on, against kernel positions
-                    // (ky, kx0..kx1); rows longer than a segment are cut into segments.
+                    // Rows ky0.. of the receptive field of (oy, ox): `len` contiguous input
+                    // values from (oy + ky0 - pad, ox + kx0 - pad) on, against kernel
+                    // positions (ky, kx0..kx1).
                     let at = ((oy + ky0 - pad) * w + ox + kx0 - pad) * cin;
                     let wat = (ky0 * k + kx0) * cin * PAIRS;
-                    let rows = ky1.saturating_sub(ky0);
-                    let (xs, ws) = (src.get(at..), wp.get(wat..));
-                    let (stride, wstride) = (w * cin, k * cin * PAIRS);
-                    let acc = match (xs, ws) {
-                        (Some(xs), Some(ws)) if len <= SEG => {
-                            window(xs, stride, len, ws, wstride, rows)
-                        }
-                        (Some(xs), Some(ws)) => {
-                            let mut acc = [0i32; 2 * PAIRS];
-                            for j in (0..len).step_by(SEG) {
-                                let (xs, ws) = (xs.get(j..), ws.get(j * PAIRS..));
-                                let seg = (len - j).min(SEG);
-                                if let (Some(xs), Some(ws)) = (xs, ws) {
-                                    let part = window(xs, stride, seg, ws, wstride, rows);
-                                    for (a, v) in acc.iter_mut().zip(part) {
-                                        *a = a.wrapping_add(v);
-                                    }
-                                }
-                            }
-                            acc
-                        }
-                        _ => [0; 2 * PAIRS],
-                    };
-                    let outs = px.iter_mut().skip(c0).zip(rq.iter().zip(acc));
-                    for (o, (r, a)) in outs {
-                        *o = r.apply(a);
+                    let out = out_row.get_mut(ox * cout..(ox + n) * cout);
+                    if let (Some(out), Some(src), Some(w_)) = (out, src.get(at..), wp.get(wat..)) {
+                        let shape = Run {
+                            src,
+                            cin,
+                            stride: w * cin,
+                            len: kx1.saturating_sub(kx0) * cin,
+                            w: w_,
+                            wstride: k * cin * PAIRS,
+                            rows,
+                        };
+                        run(out, cout, c0, &shape, rq);
                     }
+                };
+                for ox in 0..inner0 {
+                    span(ox, 1);
+                }
+                span(inner0, inner1 - inner0);
+                for ox in inner1..ow {
+                    span(ox, 1);
                 }
             }
         }
         true
+    }
+
+    /// Output pixels of one row whose receptive fields have the same shape, `cin` bytes apart.
+    struct Run<'a> {
+        /// The first pixel's receptive field, from its first row on.
+        src: &'a [u8],
+        /// Bytes from one pixel's receptive field to the next's.
+        cin: usize,
+        /// Bytes from one row of a receptive field to the next.
+        stride: usize,
+        /// Values per row.
+        len: usize,
+        /// Packed weights from the field's first position on.
+        w: &'a [i32],
+        /// Words from one kernel row to the next.
+        wstride: usize,
+        /// Kernel rows.
+        rows: usize,
+    }
+
+    /// Computes channels `c0 ..` of the pixels of `out` (`cout` bytes each).
+    #[inline(never)]
+    fn run(out: &mut [u8], cout: usize, c0: usize, r: &Run<'_>, rq: &[Requant; 2 * PAIRS]) {
+        let mut src = r.src;
+        for px in out.chunks_exact_mut(cout) {
+            let acc = if r.len <= SEG {
+                window(src, r.stride, r.len, r.w, r.wstride, r.rows)
+            } else {
+                // Rows longer than a segment are cut into segments.
+                let mut acc = [0i32; 2 * PAIRS];
+                for j in (0..r.len).step_by(SEG) {
+                    let seg = (r.len - j).min(SEG);
+                    if let (Some(xs), Some(ws)) = (src.get(j..), r.w.get(j * PAIRS..)) {
+                        let part = window(xs, r.stride, seg, ws, r.wstride, r.rows);
+                        for (a, v) in acc.iter_mut().zip(part) {
+                            *a = a.wrapping_add(v);
+                        }
+                    }
+                }
+                acc
+            };
+            for (o, (q, a)) in px.iter_mut().skip(c0).zip(rq.iter().zip(acc)) {
+                *o = q.apply(a);
+            }
+            src = src.get(r.cin..).unwrap_or_default();
+        }
     }
 }
 
