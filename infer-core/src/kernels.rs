@@ -831,14 +831,20 @@ mod tests {
             let mut mp = vec![];
             let mut mn = vec![];
             let mut off = vec![];
+            // Larger receptive fields need a larger shift to stay off the clamp; odd channels
+            // use 2^10 times the multipliers and 10 more shift (at least 32: the Cortex-M
+            // requantization's 32-bit path).
+            let mut shift = vec![];
             for c in 0..cout as i32 {
+                let scale = if c % 2 == 1 { 1024 } else { 1 };
                 bias.extend_from_slice(&(c * 1000 - 3000).to_le_bytes());
-                mp.extend_from_slice(&(1_000_000 + c * 77_777).to_le_bytes());
-                mn.extend_from_slice(&(300_000 + c * 55_555).to_le_bytes());
-                off.extend_from_slice(&(i64::from(c) * 12_345 - 40_000).to_le_bytes());
+                mp.extend_from_slice(&((1_000_000 + c * 77_777) * scale).to_le_bytes());
+                mn.extend_from_slice(&((300_000 + c * 55_555) * scale).to_le_bytes());
+                let o = i64::from(c) * 12_345 - 40_000;
+                off.extend_from_slice(&(o * i64::from(scale)).to_le_bytes());
+                let s = if kkc > 100 { 29u8 } else { 24 };
+                shift.push(if c % 2 == 1 { s + 10 } else { s });
             }
-            // Larger receptive fields need a larger shift to stay off the clamp.
-            let shift = vec![if kkc > 100 { 29u8 } else { 24 }; cout];
             let p = KernelParams {
                 weights: &weights,
                 bias: &bias,
