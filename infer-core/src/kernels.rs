@@ -433,22 +433,33 @@ mod packed {
 
     /// `sums[g] += x * w[g]` for one position.
     #[inline(always)]
-    fn step(sums: &mut [i64; PAIRS], x: u8, w: &[i32]) {
-        for (s, &wg) in sums.iter_mut().zip(w) {
-            *s = s.wrapping_add(i64::from(wg) * i64::from(x as i8));
-        }
+    fn step(sums: &mut [i64; PAIRS], x: u8, w: [i32; PAIRS]) {
+        let x = i64::from(x as i8);
+        let [s0, s1] = sums;
+        *s0 = s0.wrapping_add(i64::from(w[0]) * x);
+        *s1 = s1.wrapping_add(i64::from(w[1]) * x);
     }
 
     /// `sums` plus the packed sums of one segment: activations `acts` (int8) against
     /// `PAIRS` packed weights per position (`w`, position-major).
+    ///
+    /// The main loop's body is written out ([`UNROLL`] positions, 32 `smlal`) rather than left
+    /// to LLVM's unroller, so it stays unrolled when infer-core is compiled for size.
     #[inline(always)]
     pub(super) fn dot(mut sums: [i64; PAIRS], acts: &[u8], w: &[i32]) -> [i64; PAIRS] {
         let mut xs = acts.chunks_exact(UNROLL);
         let mut ws = w.chunks_exact(PAIRS * UNROLL);
         for (xa, wa) in xs.by_ref().zip(ws.by_ref()) {
-            for (&x, wp) in xa.iter().zip(wa.chunks_exact(PAIRS)) {
-                step(&mut sums, x, wp);
+            let (Ok(x), Ok(w)) = (
+                <&[u8; UNROLL]>::try_from(xa),
+                <&[i32; PAIRS * UNROLL]>::try_from(wa),
+            ) else {
+                continue;
+            };
+            macro_rules! steps {
+                ($($i:literal)*) => { $( step(&mut sums, x[$i], [w[2 * $i], w[2 * $i + 1]]); )* };
             }
+            steps!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
             // An empty optimisation barrier (no instruction): it keeps LLVM from unrolling
             // this loop further, which would run out of registers.
             core::hint::black_box(());
@@ -458,7 +469,9 @@ mod packed {
             .iter()
             .zip(ws.remainder().chunks_exact(PAIRS))
         {
-            step(&mut sums, x, wp);
+            if let [w0, w1] = *wp {
+                step(&mut sums, x, [w0, w1]);
+            }
         }
         sums
     }
