@@ -414,7 +414,7 @@ mod packed {
     /// whole segment.
     pub(super) const SEG: usize = 192;
     /// Positions per iteration of the inner loop.
-    const UNROLL: usize = 16;
+    const UNROLL: usize = 32;
 
     /// `w0 + w1 * 2^23` for two int8 weights.
     #[inline(always)]
@@ -459,7 +459,7 @@ mod packed {
             macro_rules! steps {
                 ($($i:literal)*) => { $( step(&mut sums, x[$i], [w[2 * $i], w[2 * $i + 1]]); )* };
             }
-            steps!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+            steps!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
             // An empty optimisation barrier (no instruction): it keeps LLVM from unrolling
             // this loop further, which would run out of registers.
             core::hint::black_box(());
