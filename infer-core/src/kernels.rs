@@ -443,7 +443,7 @@ mod packed {
     /// `sums` plus the packed sums of one segment: activations `acts` (int8) against
     /// `PAIRS` packed weights per position (`w`, position-major).
     ///
-    /// The main loop's body is written out ([`UNROLL`] positions, 32 `smlal`) rather than left
+    /// The main loop's body is written out ([`UNROLL`] positions, 64 `smlal`) rather than left
     /// to LLVM's unroller, so it stays unrolled when infer-core is compiled for size.
     #[inline(always)]
     pub(super) fn dot(mut sums: [i64; PAIRS], acts: &[u8], w: &[i32]) -> [i64; PAIRS] {
