@@ -4,6 +4,7 @@
 //! uses `zip`/`chunks_exact`).
 
 use crate::format::{KernelParams, Shape};
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::math::{chunk_i32, chunk_i64, requantize_product};
 
 /// `sum_i a[i] * b[i]` over int8 values stored as bytes, accumulated in wrapping `i32`.
@@ -48,6 +49,7 @@ pub(crate) fn dot_i8(a: &[u8], b: &[u8]) -> i32 {
 }
 
 /// Per-output-channel requantization of a finished accumulator (bias not yet added).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 fn finish(acc: i32, bias: &[u8], mpos: &[u8], mneg: &[u8], shift: u8, offset: &[u8]) -> u8 {
     let a = acc.wrapping_add(chunk_i32(bias));
@@ -74,6 +76,7 @@ fn dot_fixed<const N: usize>(a: &[u8], b: &[u8]) -> i32 {
 /// a compile-time-length specialization for common receptive fields (`k*k*cin` of 3x3 and
 /// 5x5 kernels over 1 to 128 channels) on 64-bit desktop targets, `dot_i8` otherwise.
 /// All variants compute the same exact integer.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! with_dot {
     ($n:expr, $dot:ident => $body:expr) => {{
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -136,6 +139,7 @@ macro_rules! with_dot {
 /// Computes and stores one output pixel's channels: `dot` gives the accumulator of a channel from
 /// its weight row; dot products run for a block of channels first, then the requantization of
 /// the block in a separate loop that the compiler can vectorize.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 fn pixel_outputs(
     px: &mut [u8],
@@ -247,9 +251,14 @@ pub(crate) fn conv2d(
     if wide::conv2d(src, h, w, cin, dst, oh, ow, cout, k, pad, p, win) {
         return;
     }
+    // Cortex-M: receptive fields too large for `packed`; one channel at a time keeps this
+    // rarely used path small.
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    packed::direct(src, h, w, cin, dst, oh, ow, cout, k, pad, p, win);
     // One dot product per channel: on 64-bit desktop targets a compile-time-length one for
     // common receptive fields, which the compiler vectorizes into `pmaddwd` chains (blocking
     // several channels or pixels per pass defeats its vectorizer).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     with_dot!(kkc, dot => {
         let mut pixels = dst.chunks_exact_mut(cout);
         for oy in 0..oh {
@@ -398,7 +407,7 @@ mod wide {
 /// contiguous in HWC order), so nothing is gathered or copied per output pixel.
 #[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
 mod packed {
-    use super::KernelParams;
+    use super::{dot_i8, gather, KernelParams};
     use crate::math::{chunk_i32, chunk_i64, ACT_MAX};
 
     /// Channel pairs per pass (4 output channels): four 64-bit accumulators, the activation
@@ -518,7 +527,7 @@ mod packed {
     /// channel group; the rounding term is folded into the offset (wrapping arithmetic, so the
     /// result is identical).
     #[derive(Clone, Copy, Default)]
-    struct Requant {
+    pub(super) struct Requant {
         bias: i32,
         mpos: i32,
         mneg: i32,
@@ -528,7 +537,7 @@ mod packed {
 
     impl Requant {
         /// Channel `c`'s constants (zeros when out of range).
-        fn of(p: &KernelParams<'_>, c: usize) -> Requant {
+        pub(super) fn of(p: &KernelParams<'_>, c: usize) -> Requant {
             let i32_at = |a: &[u8]| a.get(4 * c..4 * c + 4).map_or(0, chunk_i32);
             let shift = p.shift.get(c).map_or(0, |&s| u32::from(s));
             let round = 1i64.wrapping_shl(shift.wrapping_sub(1));
@@ -547,7 +556,7 @@ mod packed {
 
         /// [`super::finish`] with these constants.
         #[inline(always)]
-        fn apply(&self, acc: i32) -> u8 {
+        pub(super) fn apply(&self, acc: i32) -> u8 {
             let a = acc.wrapping_add(self.bias);
             let m = if a >= 0 { self.mpos } else { self.mneg };
             let x = (i64::from(a) * i64::from(m)).wrapping_add(self.offset);
@@ -705,6 +714,36 @@ mod packed {
             src = src.get(r.cin..).unwrap_or_default();
         }
     }
+
+    /// Convolution one output channel at a time, on receptive fields gathered into `win`
+    /// (`k*k*cin` bytes): for those larger than [`MAX_KKC`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    pub(super) fn direct(
+        src: &[u8],
+        h: usize,
+        w: usize,
+        cin: usize,
+        dst: &mut [u8],
+        oh: usize,
+        ow: usize,
+        cout: usize,
+        k: usize,
+        pad: usize,
+        p: &KernelParams<'_>,
+        win: &mut [u8],
+    ) {
+        let kkc = k * k * cin;
+        if cout == 0 || kkc == 0 {
+            return;
+        }
+        for (i, px) in dst.chunks_exact_mut(cout).take(oh * ow).enumerate() {
+            gather(win, src, h, w, cin, k, pad, i / ow, i % ow);
+            for (c, (o, wc)) in px.iter_mut().zip(p.weights.chunks_exact(kkc)).enumerate() {
+                *o = Requant::of(p, c).apply(dot_i8(win, wc));
+            }
+        }
+    }
 }
 
 /// 2x2 stride-2 max pooling on an HWC int8 map (odd trailing row/column dropped).
@@ -742,6 +781,12 @@ pub(crate) fn dense(src: &[u8], dst: &mut [u8], p: &KernelParams<'_>) {
     if n == 0 {
         return;
     }
+    // Cortex-M: the convolution kernel's requantization (same results, less code).
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    for (i, (o, wr)) in dst.iter_mut().zip(p.weights.chunks_exact(n)).enumerate() {
+        *o = packed::Requant::of(p, i).apply(dot_i8(src, wr));
+    }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     let rows = dst
         .iter_mut()
         .zip(p.weights.chunks_exact(n))
@@ -750,6 +795,7 @@ pub(crate) fn dense(src: &[u8], dst: &mut [u8], p: &KernelParams<'_>) {
         .zip(p.mult_neg.chunks_exact(4))
         .zip(p.shift.iter())
         .zip(p.offset.chunks_exact(8));
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     with_dot!(n, dot => {
         for ((((((o, wr), b), mp), mn), &sh), off) in rows {
             *o = finish(dot(src, wr), b, mp, mn, sh, off);
@@ -812,9 +858,10 @@ mod tests {
         }
     }
 
-    /// The Cortex-M kernel (packed channel pairs) agrees with the desktop one bit for bit:
-    /// odd channel counts, padding on every side, receptive field rows longer than one
-    /// segment, and (last shape) a receptive field too large for it, which it declines.
+    /// The Cortex-M kernels (packed channel pairs, and the direct one for larger receptive
+    /// fields) agree with the desktop one bit for bit: odd channel counts, padding on every
+    /// side, receptive field rows longer than one segment, and (last shape) a receptive field
+    /// too large for the packed kernel, which it declines.
     #[test]
     fn packed_conv2d_matches_conv2d() {
         let mut seed = 1u64;
@@ -890,6 +937,10 @@ mod tests {
             if ran {
                 assert_eq!(a, c, "shape {:?}", (h, w, cin, cout, k, pad));
             }
+            // The Cortex-M path for the receptive fields `packed` declines.
+            let mut d = vec![2u8; oh * ow * cout];
+            packed::direct(&src, h, w, cin, &mut d, oh, ow, cout, k, pad, &p, &mut win);
+            assert_eq!(a, d, "direct, shape {:?}", (h, w, cin, cout, k, pad));
             assert!(a.iter().any(|&v| v != 0 && v != 0x81 && v != 0x7f));
         }
     }

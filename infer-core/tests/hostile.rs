@@ -145,7 +145,9 @@ fn hundred_thousand_mutations_never_panic() {
 /// A decoded body re-encoded: a canonical form that compares NaN payloads bit for bit.
 fn reencode(b: &ModelBody<'_>) -> Vec<u8> {
     let mut buf = vec![0u8; encoded_size_bound(b)];
-    let n = postcard::to_slice(b, &mut buf).map(|s| s.len()).unwrap_or(0);
+    let n = postcard::to_slice(b, &mut buf)
+        .map(|s| s.len())
+        .unwrap_or(0);
     buf.truncate(n);
     buf
 }
@@ -180,5 +182,8 @@ fn body_reader_agrees_with_postcard() {
         }
     }
     eprintln!("{total} bodies, {ok} decoded");
-    assert!(ok > 1000, "the mutations should also produce some decodable bodies");
+    assert!(
+        ok > 1000,
+        "the mutations should also produce some decodable bodies"
+    );
 }
