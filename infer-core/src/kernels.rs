@@ -562,7 +562,7 @@ mod packed {
             let x = (i64::from(a) * i64::from(m)).wrapping_add(self.offset);
             let v = if self.shift >= 32 {
                 // The usual case: (x >> 32) >> (shift - 32) is x >> shift, in 32 bits.
-                ((x >> 32) as i32) >> (self.shift - 32)
+                ((x >> 32) as i32).wrapping_shr(self.shift - 32)
             } else {
                 x.wrapping_shr(self.shift).clamp(-ACT_MAX, ACT_MAX) as i32
             };
