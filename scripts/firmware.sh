@@ -11,8 +11,9 @@
 #   LSOFTMAX_FIRMWARE_DIGITS_FILE  digits file (default firmware-demo/digits.bin)
 #   LSOFTMAX_FIRMWARE_LIMIT        classify only the first N digits (quick runs)
 #   FIRMWARE_TIMEOUT               seconds QEMU may run (default 1800)
-#   FIRMWARE_CPI                   cycles per instruction assumed for a real STM32F405 (default 1.4)
-#   FIRMWARE_OPT_LEVEL             release opt-level: 3 (default, fastest) or s (smallest infer-core)
+#   FIRMWARE_CPI                   cycles per instruction assumed for a real STM32F405 (default 1.5)
+#   FIRMWARE_OPT_LEVEL             release opt-level of the firmware and the other crates: z (default)
+#   FIRMWARE_INFER_OPT_LEVEL       release opt-level of infer-core: 3 (default, fastest) or s, z
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -21,7 +22,7 @@ profile=0
 for arg in "$@"; do
   case "$arg" in
     --profile) profile=1 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "firmware.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -53,17 +54,21 @@ fi
 model=${LSOFTMAX_FIRMWARE_MODEL:-$root/models/paper-m4.lsq8}
 digits=${LSOFTMAX_FIRMWARE_DIGITS_FILE:-$root/firmware-demo/digits.bin}
 timeout_s=${FIRMWARE_TIMEOUT:-1800}
-cpi=${FIRMWARE_CPI:-1.4}
-export CARGO_PROFILE_RELEASE_OPT_LEVEL=${FIRMWARE_OPT_LEVEL:-3}
+cpi=${FIRMWARE_CPI:-1.5}
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=${FIRMWARE_OPT_LEVEL:-z}
+infer_opt=${FIRMWARE_INFER_OPT_LEVEL:-3}
+case "$infer_opt" in [sz]) infer_opt="\"$infer_opt\"" ;; esac
+# Cargo has no environment variable for a package's profile override; --config sets it.
+cargo_release=(cargo build --release --config "profile.release.package.infer-core.opt-level=$infer_opt")
 elf=$root/firmware-demo/target/thumbv7em-none-eabihf/release/firmware-demo
 qemu=(qemu-system-arm -cpu cortex-m4 -machine netduinoplus2 -nographic -monitor none
   -serial null -icount shift=0 -semihosting-config enable=on,target=native)
 
 # --- build ---------------------------------------------------------------------------------
-echo "== build (release: opt-level $CARGO_PROFILE_RELEASE_OPT_LEVEL, LTO, 1 codegen unit, target-cpu cortex-m4)"
+echo "== build (release: opt-level $CARGO_PROFILE_RELEASE_OPT_LEVEL, infer-core $infer_opt, LTO, 1 codegen unit, target-cpu cortex-m4)"
 echo "   model  $model"
 echo "   digits $digits"
-(cd firmware-demo && cargo build --release)
+(cd firmware-demo && "${cargo_release[@]}")
 
 # --- sizes ---------------------------------------------------------------------------------
 echo "== flash and RAM"
@@ -123,7 +128,7 @@ if [ "$profile" = 1 ] && [ "$fail" = 0 ]; then
   if ! command -v llvm-objdump > /dev/null && ! ls /usr/bin/llvm-objdump-* > /dev/null 2>&1; then
     rustup component list --installed | grep -q '^llvm-tools' || rustup component add llvm-tools
   fi
-  LSOFTMAX_FIRMWARE_LIMIT=1 bash -c 'cd firmware-demo && cargo build --release -q'
+  (cd firmware-demo && LSOFTMAX_FIRMWARE_LIMIT=1 "${cargo_release[@]}" -q)
   fifo=$(mktemp -u)
   mkfifo "$fifo"
   trap 'rm -f "$log" "$fifo"' EXIT
@@ -132,7 +137,7 @@ if [ "$profile" = 1 ] && [ "$fail" = 0 ]; then
   python3 firmware-demo/tools/profile.py "$elf" "$fifo"
   wait "$qpid"
   # Leave the normal (all digits) build in place.
-  (cd firmware-demo && cargo build --release -q)
+  (cd firmware-demo && "${cargo_release[@]}" -q)
 fi
 
 if [ "$fail" != 0 ]; then

@@ -357,21 +357,180 @@ pub fn unframe(bytes: &[u8]) -> Result<&[u8], Error> {
 
 /// Decodes the body of a framed file without validating its content (use
 /// [`crate::Model::from_bytes`] for a validated model).
+///
+/// A small reader of exactly the postcard rules the body uses (docs/model-format.md,
+/// sections 2 and 3), written out instead of serde's derived `Deserialize` (which the
+/// writer still uses): it decodes in place and compiles to a fraction of the code and stack.
 pub fn decode_body(body: &[u8]) -> Result<ModelBody<'_>, Error> {
-    let (parsed, rest) = postcard::take_from_bytes::<ModelBody<'_>>(body).map_err(|e| {
-        Error::Malformed(match e {
-            postcard::Error::DeserializeUnexpectedEnd => "body ends inside a field",
-            postcard::Error::DeserializeBadVarint => "bad varint in body",
-            postcard::Error::DeserializeBadBool => "bad bool in body",
-            postcard::Error::DeserializeBadEnum => "unknown layer kind or enum tag",
-            postcard::Error::SerdeDeCustom => "sequence too long",
-            _ => "body does not decode",
-        })
-    })?;
-    if !rest.is_empty() {
+    let mut r = Reader { rest: body };
+    let parsed = r.body()?;
+    if !r.rest.is_empty() {
         return Err(Error::Malformed("bytes between the body and the CRC"));
     }
     Ok(parsed)
+}
+
+/// The unread part of a body.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+const END: Error = Error::Malformed("body ends inside a field");
+const BAD_VARINT: Error = Error::Malformed("bad varint in body");
+const BAD_ENUM: Error = Error::Malformed("unknown layer kind or enum tag");
+const TOO_LONG: Error = Error::Malformed("sequence too long");
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+        let (head, rest) = self.rest.split_at_checked(n).ok_or(END)?;
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, Error> {
+        let (&b, rest) = self.rest.split_first().ok_or(END)?;
+        self.rest = rest;
+        Ok(b)
+    }
+
+    /// An unsigned LEB128 varint of a `bits`-bit integer: at most `ceil(bits / 7)` bytes,
+    /// and the last of that many may not carry bits above the type's range.
+    fn varint(&mut self, bits: u32) -> Result<u32, Error> {
+        let max_bytes = bits.div_ceil(7);
+        let mut out = 0u32;
+        for i in 0..max_bytes {
+            let b = self.u8()?;
+            out |= u32::from(b & 0x7f).wrapping_shl(7 * i);
+            if b & 0x80 == 0 {
+                if i + 1 == max_bytes && u32::from(b) >> (bits - 7 * i) != 0 {
+                    return Err(BAD_VARINT);
+                }
+                return Ok(out);
+            }
+        }
+        Err(BAD_VARINT)
+    }
+
+    fn u16(&mut self) -> Result<u16, Error> {
+        u16::try_from(self.varint(16)?).map_err(|_| BAD_VARINT)
+    }
+
+    fn u32(&mut self) -> Result<u32, Error> {
+        self.varint(32)
+    }
+
+    /// A sequence length, at most `max`.
+    fn len(&mut self, max: usize) -> Result<usize, Error> {
+        usize::try_from(self.u32()?)
+            .ok()
+            .filter(|&n| n <= max)
+            .ok_or(TOO_LONG)
+    }
+
+    fn f32(&mut self) -> Result<f32, Error> {
+        match *self.take(4)? {
+            [a, b, c, d] => Ok(f32::from_le_bytes([a, b, c, d])),
+            _ => Err(END),
+        }
+    }
+
+    /// A byte array: varint length, then the bytes (borrowed).
+    fn bytes(&mut self) -> Result<&'a [u8], Error> {
+        let n = usize::try_from(self.u32()?).map_err(|_| END)?;
+        self.take(n)
+    }
+
+    fn shape(&mut self) -> Result<Shape, Error> {
+        Ok(Shape {
+            h: self.u16()?,
+            w: self.u16()?,
+            c: self.u16()?,
+        })
+    }
+
+    fn layer_desc(&mut self) -> Result<LayerDesc, Error> {
+        Ok(match self.u32()? {
+            0 => LayerDesc::Conv {
+                input: self.shape()?,
+                output: self.shape()?,
+                k: self.u8()?,
+                pad: self.u8()?,
+            },
+            1 => LayerDesc::MaxPool2 {
+                input: self.shape()?,
+                output: self.shape()?,
+            },
+            2 => LayerDesc::Flatten {
+                input: self.shape()?,
+                output: self.u32()?,
+            },
+            3 => LayerDesc::Dense {
+                input: self.u32()?,
+                output: self.u32()?,
+            },
+            _ => return Err(BAD_ENUM),
+        })
+    }
+
+    fn kernel(&mut self) -> Result<KernelParams<'a>, Error> {
+        Ok(KernelParams {
+            weights: self.bytes()?,
+            bias: self.bytes()?,
+            mult_pos: self.bytes()?,
+            mult_neg: self.bytes()?,
+            shift: self.bytes()?,
+            offset: self.bytes()?,
+            out_scale: self.f32()?,
+        })
+    }
+
+    fn layer_params(&mut self) -> Result<LayerParams<'a>, Error> {
+        Ok(match self.u32()? {
+            0 => LayerParams::Conv(self.kernel()?),
+            1 => LayerParams::MaxPool2,
+            2 => LayerParams::Flatten,
+            3 => LayerParams::Dense(self.kernel()?),
+            _ => return Err(BAD_ENUM),
+        })
+    }
+
+    fn body(&mut self) -> Result<ModelBody<'a>, Error> {
+        let input_hw = self.u16()?;
+        let classes = self.u16()?;
+        let features = self.u32()?;
+        let margin = self.u32()?;
+        let mut arch = BoundedSeq::new();
+        for _ in 0..self.len(MAX_LAYERS)? {
+            arch.push(self.layer_desc()?).map_err(|_| TOO_LONG)?;
+        }
+        let input = InputParams {
+            lut: self.bytes()?,
+            scale: self.f32()?,
+        };
+        let mut layers = BoundedSeq::new();
+        for _ in 0..self.len(MAX_LAYERS)? {
+            layers.push(self.layer_params()?).map_err(|_| TOO_LONG)?;
+        }
+        let head = HeadParams {
+            weights: self.bytes()?,
+            mult: self.bytes()?,
+            shift: self.u8()?,
+            feature_scale: self.f32()?,
+            weight_scale: self.f32()?,
+        };
+        Ok(ModelBody {
+            header: Header {
+                input_hw,
+                classes,
+                features,
+                margin,
+                arch,
+            },
+            input,
+            layers,
+            head,
+        })
+    }
 }
 
 /// Writes a complete framed model file for `body` into `buf` and returns the bytes written.

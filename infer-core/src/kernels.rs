@@ -4,6 +4,7 @@
 //! uses `zip`/`chunks_exact`).
 
 use crate::format::{KernelParams, Shape};
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::math::{chunk_i32, chunk_i64, requantize_product};
 
 /// `sum_i a[i] * b[i]` over int8 values stored as bytes, accumulated in wrapping `i32`.
@@ -38,7 +39,7 @@ pub(crate) fn dot_i8(a: &[u8], b: &[u8]) -> i32 {
 /// `sum_i a[i] * b[i]` over int8 values stored as bytes, accumulated in wrapping `i32`.
 ///
 /// Targets without SIMD (Cortex-M): a plain loop (`ldrsb`, `ldrsb`, `smlabb`), compact and
-/// free of register spills; the convolutions use [`conv2d_pair`] instead.
+/// free of register spills; the convolutions use [`packed`] instead.
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 #[inline(always)]
 pub(crate) fn dot_i8(a: &[u8], b: &[u8]) -> i32 {
@@ -48,6 +49,7 @@ pub(crate) fn dot_i8(a: &[u8], b: &[u8]) -> i32 {
 }
 
 /// Per-output-channel requantization of a finished accumulator (bias not yet added).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 fn finish(acc: i32, bias: &[u8], mpos: &[u8], mneg: &[u8], shift: u8, offset: &[u8]) -> u8 {
     let a = acc.wrapping_add(chunk_i32(bias));
@@ -74,6 +76,7 @@ fn dot_fixed<const N: usize>(a: &[u8], b: &[u8]) -> i32 {
 /// a compile-time-length specialization for common receptive fields (`k*k*cin` of 3x3 and
 /// 5x5 kernels over 1 to 128 channels) on 64-bit desktop targets, `dot_i8` otherwise.
 /// All variants compute the same exact integer.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! with_dot {
     ($n:expr, $dot:ident => $body:expr) => {{
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -136,6 +139,7 @@ macro_rules! with_dot {
 /// Computes and stores one output pixel's channels: `dot` gives the accumulator of a channel from
 /// its weight row; dot products run for a block of channels first, then the requantization of
 /// the block in a separate loop that the compiler can vectorize.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 fn pixel_outputs(
     px: &mut [u8],
@@ -236,9 +240,10 @@ pub(crate) fn conv2d(
     if cout == 0 || kkc == 0 {
         return;
     }
-    // Other targets (Cortex-M): two pixels x two channels per pass, see `conv2d_pair`.
+    // Other targets (Cortex-M): packed channel pairs, activations read in place, see
+    // `packed`.
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    if conv2d_pair(src, h, w, cin, dst, oh, ow, cout, k, pad, p, win) {
+    if packed::conv2d(src, h, w, cin, dst, oh, ow, cout, k, pad, p) {
         return;
     }
     // x86-64: the window widened to int16 once per pixel (see `wide`).
@@ -246,9 +251,14 @@ pub(crate) fn conv2d(
     if wide::conv2d(src, h, w, cin, dst, oh, ow, cout, k, pad, p, win) {
         return;
     }
+    // Cortex-M: receptive fields too large for `packed`; one channel at a time keeps this
+    // rarely used path small.
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    packed::direct(src, h, w, cin, dst, oh, ow, cout, k, pad, p, win);
     // One dot product per channel: on 64-bit desktop targets a compile-time-length one for
     // common receptive fields, which the compiler vectorizes into `pmaddwd` chains (blocking
     // several channels or pixels per pass defeats its vectorizer).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     with_dot!(kkc, dot => {
         let mut pixels = dst.chunks_exact_mut(cout);
         for oy in 0..oh {
@@ -388,141 +398,352 @@ mod wide {
     }
 }
 
-/// Largest receptive field (`k*k*cin`) of [`conv2d_pair`], whose packed window buffer
-/// (`4 * PAIR_MAX` bytes) lives on the stack.
+/// Convolution for 32-bit targets with a 32x32+64-bit multiply-accumulate (`smlal`), such as
+/// the Cortex-M4: the weights of two output channels are packed into one word per receptive
+/// field position, `w0 + w1 * 2^23`, so one `smlal` of an activation by that word accumulates
+/// both channels' products (`sum0 + sum1 * 2^23` in 64 bits). The packed weights of
+/// [`packed::PAIRS`] channel pairs are built once per layer and channel group, in a stack
+/// buffer; the activations are read from the input map in place (a receptive field row is
+/// contiguous in HWC order), so nothing is gathered or copied per output pixel.
 #[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
-const PAIR_MAX: usize = 1152;
-/// Position of the second pixel's value in a packed window word.
-#[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
-const PACK_SHIFT: u32 = 23;
-/// Products summed before the two packed sums are separated: `192 * 2^14 < 2^22` keeps the
-/// low sum in range (any value up to 255 would), and 3x3 kernels over 64 channels are three
-/// whole segments.
-#[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
-const SEG: usize = 192;
+mod packed {
+    use super::{dot_i8, gather, KernelParams};
+    use crate::math::{chunk_i32, chunk_i64, ACT_MAX};
 
-/// Convolution for 32-bit targets with a 32x32+64-bit multiply-accumulate (`smlal`): the
-/// receptive fields of two neighbouring output pixels are packed into one word per value,
-/// `x0 + x1 * 2^23`, so that one `smlal` by a weight accumulates both pixels' products
-/// (`sum0 + sum1 * 2^23` in 64 bits). Segments of at most [`SEG`] products keep
-/// `|sum0| <= SEG * 2^14 < 2^22`, so the two sums are recovered exactly from the low 23 bits
-/// and the rest. Returns `false`, having written nothing, when the receptive field is larger
-/// than [`PAIR_MAX`].
-#[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
-#[allow(clippy::too_many_arguments)]
-#[inline(never)]
-fn conv2d_pair(
-    src: &[u8],
-    h: usize,
-    w: usize,
-    cin: usize,
-    dst: &mut [u8],
-    oh: usize,
-    ow: usize,
-    cout: usize,
-    k: usize,
-    pad: usize,
-    p: &KernelParams<'_>,
-    win: &mut [u8],
-) -> bool {
-    let kkc = k * k * cin;
-    let mut buf = [0i32; PAIR_MAX];
-    let (Some(pk), Some(win)) = (buf.get_mut(..kkc), win.get_mut(..kkc)) else {
-        return false;
-    };
-    if ow == 0 {
-        return true;
+    /// Channel pairs per pass (4 output channels): four 64-bit accumulators, the activation
+    /// and the two packed weights of one position (one `ldrd`) fit the M4's registers.
+    pub(super) const PAIRS: usize = 2;
+    /// Largest receptive field (`k*k*cin`) handled; the packed weights take
+    /// `4 * PAIRS * MAX_KKC` bytes of stack (4.5 KiB).
+    pub(super) const MAX_KKC: usize = 576;
+    /// Position of the second channel's weight in a packed word.
+    pub(super) const SHIFT: u32 = 23;
+    /// Products summed before the two packed sums are separated: `192 * 2^14 < 2^22` keeps
+    /// the low sum in range (any value up to 255 would); a 3x3x64 receptive field row is one
+    /// whole segment.
+    pub(super) const SEG: usize = 192;
+    /// Positions per iteration of the inner loop.
+    const UNROLL: usize = 32;
+
+    /// `w0 + w1 * 2^23` for two int8 weights.
+    #[inline(always)]
+    pub(super) fn pack(w0: u8, w1: u8) -> i32 {
+        i32::from(w0 as i8).wrapping_add(i32::from(w1 as i8) << SHIFT)
     }
-    let npx = oh * ow;
-    let mut pix = 0;
-    while pix < npx {
-        let two = pix + 1 < npx;
-        gather(win, src, h, w, cin, k, pad, pix / ow, pix % ow);
-        for (d, &v) in pk.iter_mut().zip(win.iter()) {
-            *d = i32::from(v as i8);
+
+    /// Splits a packed segment sum into its two channel sums (exact for segments of at most
+    /// [`SEG`] products): the low 23 bits sign-extended, and the rest.
+    #[inline(always)]
+    pub(super) fn split(s: i64) -> [i32; 2] {
+        let lo = ((s as i32) << (32 - SHIFT)) >> (32 - SHIFT);
+        let hi = (s.wrapping_sub(i64::from(lo)) >> SHIFT) as i32;
+        [lo, hi]
+    }
+
+    /// `sums[g] += x * w[g]` for one position.
+    #[inline(always)]
+    fn step(sums: &mut [i64; PAIRS], x: u8, w: [i32; PAIRS]) {
+        let x = i64::from(x as i8);
+        let [s0, s1] = sums;
+        *s0 = s0.wrapping_add(i64::from(w[0]) * x);
+        *s1 = s1.wrapping_add(i64::from(w[1]) * x);
+    }
+
+    /// `sums` plus the packed sums of one segment: activations `acts` (int8) against
+    /// `PAIRS` packed weights per position (`w`, position-major).
+    ///
+    /// The main loop's body is written out ([`UNROLL`] positions, 64 `smlal`) rather than left
+    /// to LLVM's unroller, so it stays unrolled when infer-core is compiled for size.
+    #[inline(always)]
+    pub(super) fn dot(mut sums: [i64; PAIRS], acts: &[u8], w: &[i32]) -> [i64; PAIRS] {
+        let mut xs = acts.chunks_exact(UNROLL);
+        let mut ws = w.chunks_exact(PAIRS * UNROLL);
+        for (xa, wa) in xs.by_ref().zip(ws.by_ref()) {
+            let (Ok(x), Ok(w)) = (
+                <&[u8; UNROLL]>::try_from(xa),
+                <&[i32; PAIRS * UNROLL]>::try_from(wa),
+            ) else {
+                continue;
+            };
+            macro_rules! steps {
+                ($($i:literal)*) => { $( step(&mut sums, x[$i], [w[2 * $i], w[2 * $i + 1]]); )* };
+            }
+            steps!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+            // An empty optimisation barrier (no instruction): it keeps LLVM from unrolling
+            // this loop further, which would run out of registers.
+            core::hint::black_box(());
         }
-        if two {
-            gather(win, src, h, w, cin, k, pad, (pix + 1) / ow, (pix + 1) % ow);
-            for (d, &v) in pk.iter_mut().zip(win.iter()) {
-                *d = d.wrapping_add(i32::from(v as i8) << PACK_SHIFT);
+        for (&x, wp) in xs
+            .remainder()
+            .iter()
+            .zip(ws.remainder().chunks_exact(PAIRS))
+        {
+            if let [w0, w1] = *wp {
+                step(&mut sums, x, [w0, w1]);
             }
         }
-        let pk: &[i32] = pk;
-        let mut c = 0;
-        while c < cout {
-            let c1 = if c + 1 < cout { c + 1 } else { c };
-            let (Some(w0), Some(w1)) = (
-                p.weights.get(c * kkc..(c + 1) * kkc),
-                p.weights.get(c1 * kkc..(c1 + 1) * kkc),
-            ) else {
-                return true;
+        sums
+    }
+
+    /// The channel sums of (part of) one receptive field: `rows` rows of `len` (at most
+    /// [`SEG`]) activations, `stride` bytes apart from the start of `src`, against the packed
+    /// weights from the start of `w` (`wstride` words apart per row).
+    ///
+    /// The packed sums run on across rows: after each row (at most [`SEG`] products) the low
+    /// channel's sum, the low 23 bits sign-extended, moves to `lo` and leaves a multiple of
+    /// 2^23, so the high channel's sum is the total shifted right by 23 at the end.
+    #[inline(always)]
+    fn window(
+        mut src: &[u8],
+        stride: usize,
+        len: usize,
+        mut w: &[i32],
+        wstride: usize,
+        rows: usize,
+    ) -> [i32; 2 * PAIRS] {
+        let mut sums = [0i64; PAIRS];
+        let mut lo = [0i32; PAIRS];
+        for _ in 0..rows {
+            let (Some(xr), Some(wr)) = (src.get(..len), w.get(..len * PAIRS)) else {
+                break;
             };
-            let sums = dot_pair(pk, w0, w1);
-            for (ch, [s0, s1]) in [c, c1].into_iter().zip(sums).take(c1 + 1 - c) {
-                store(dst, pix * cout + ch, ch, s0, p);
-                if two {
-                    store(dst, (pix + 1) * cout + ch, ch, s1, p);
+            sums = dot(sums, xr, wr);
+            for (s, l) in sums.iter_mut().zip(lo.iter_mut()) {
+                let [low, _] = split(*s);
+                *l = l.wrapping_add(low);
+                *s = s.wrapping_sub(i64::from(low));
+            }
+            src = src.get(stride..).unwrap_or_default();
+            w = w.get(wstride..).unwrap_or_default();
+        }
+        let mut acc = [0i32; 2 * PAIRS];
+        for ((a, s), l) in acc.chunks_exact_mut(2).zip(sums).zip(lo) {
+            a.copy_from_slice(&[l, (s >> SHIFT) as i32]);
+        }
+        acc
+    }
+
+    /// One output channel's requantization constants (see [`super::finish`]), read once per
+    /// channel group; the rounding term is folded into the offset (wrapping arithmetic, so the
+    /// result is identical).
+    #[derive(Clone, Copy, Default)]
+    pub(super) struct Requant {
+        bias: i32,
+        mpos: i32,
+        mneg: i32,
+        shift: u32,
+        offset: i64,
+    }
+
+    impl Requant {
+        /// Channel `c`'s constants (zeros when out of range).
+        pub(super) fn of(p: &KernelParams<'_>, c: usize) -> Requant {
+            let i32_at = |a: &[u8]| a.get(4 * c..4 * c + 4).map_or(0, chunk_i32);
+            let shift = p.shift.get(c).map_or(0, |&s| u32::from(s));
+            let round = 1i64.wrapping_shl(shift.wrapping_sub(1));
+            Requant {
+                bias: i32_at(p.bias),
+                mpos: i32_at(p.mult_pos),
+                mneg: i32_at(p.mult_neg),
+                shift,
+                offset: p
+                    .offset
+                    .get(8 * c..8 * c + 8)
+                    .map_or(0, chunk_i64)
+                    .wrapping_add(round),
+            }
+        }
+
+        /// [`super::finish`] with these constants.
+        #[inline(always)]
+        pub(super) fn apply(&self, acc: i32) -> u8 {
+            let a = acc.wrapping_add(self.bias);
+            let m = if a >= 0 { self.mpos } else { self.mneg };
+            let x = (i64::from(a) * i64::from(m)).wrapping_add(self.offset);
+            let v = if self.shift >= 32 {
+                // The usual case: (x >> 32) >> (shift - 32) is x >> shift, in 32 bits.
+                ((x >> 32) as i32).wrapping_shr(self.shift - 32)
+            } else {
+                x.wrapping_shr(self.shift).clamp(-ACT_MAX, ACT_MAX) as i32
+            };
+            v.clamp(-ACT_MAX as i32, ACT_MAX as i32) as u8
+        }
+    }
+
+    /// Runs the convolution (stride 1, zero padding) into `dst` unless the receptive field
+    /// is larger than [`MAX_KKC`] (then returns `false`, having written nothing).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    pub(super) fn conv2d(
+        src: &[u8],
+        h: usize,
+        w: usize,
+        cin: usize,
+        dst: &mut [u8],
+        oh: usize,
+        ow: usize,
+        cout: usize,
+        k: usize,
+        pad: usize,
+        p: &KernelParams<'_>,
+    ) -> bool {
+        let kkc = k * k * cin;
+        let mut buf = [0i32; PAIRS * MAX_KKC];
+        let Some(wp) = buf.get_mut(..PAIRS * kkc) else {
+            return false;
+        };
+        if cout == 0 || kkc == 0 {
+            return true;
+        }
+        let row = |c: usize| {
+            if c < cout {
+                p.weights.get(c * kkc..(c + 1) * kkc)
+            } else {
+                None
+            }
+        };
+        for c0 in (0..cout).step_by(2 * PAIRS) {
+            // Pack the weights of channels c0 .. c0 + 2 * PAIRS, position-major.
+            for g in 0..PAIRS {
+                let slots = wp.iter_mut().skip(g).step_by(PAIRS);
+                match (row(c0 + 2 * g), row(c0 + 2 * g + 1)) {
+                    (Some(r0), Some(r1)) => {
+                        for (v, (&a, &b)) in slots.zip(r0.iter().zip(r1)) {
+                            *v = pack(a, b);
+                        }
+                    }
+                    (Some(r0), None) => {
+                        for (v, &a) in slots.zip(r0) {
+                            *v = pack(a, 0);
+                        }
+                    }
+                    _ => slots.for_each(|v| *v = 0),
                 }
             }
-            c += 2;
+            let wp: &[i32] = wp;
+            let mut rq = [Requant::default(); 2 * PAIRS];
+            for (i, r) in rq.iter_mut().enumerate() {
+                *r = Requant::of(p, c0 + i);
+            }
+            let rq: &[Requant; 2 * PAIRS] = &rq;
+            let wp: &[i32] = wp;
+            for (oy, out_row) in dst.chunks_exact_mut(ow * cout).take(oh).enumerate() {
+                // Kernel rows inside the input (the others meet zero padding).
+                let ky0 = pad.saturating_sub(oy);
+                let rows = k.min((h + pad).saturating_sub(oy)).saturating_sub(ky0);
+                // Output columns whose receptive field lies inside the input horizontally:
+                // ox >= pad and ox + k <= w + pad; the ones before and after meet padding.
+                let inner0 = pad.min(ow);
+                let inner1 = (w + pad + 1).saturating_sub(k).clamp(inner0, ow);
+                let mut span = |ox: usize, n: usize| {
+                    let kx0 = pad.saturating_sub(ox);
+                    let kx1 = k.min((w + pad).saturating_sub(ox));
+                    // Rows ky0.. of the receptive field of (oy, ox): `len` contiguous input
+                    // values from (oy + ky0 - pad, ox + kx0 - pad) on, against kernel
+                    // positions (ky, kx0..kx1).
+                    let at = ((oy + ky0 - pad) * w + ox + kx0 - pad) * cin;
+                    let wat = (ky0 * k + kx0) * cin * PAIRS;
+                    let out = out_row.get_mut(ox * cout..(ox + n) * cout);
+                    if let (Some(out), Some(src), Some(w_)) = (out, src.get(at..), wp.get(wat..)) {
+                        let shape = Run {
+                            src,
+                            cin,
+                            stride: w * cin,
+                            len: kx1.saturating_sub(kx0) * cin,
+                            w: w_,
+                            wstride: k * cin * PAIRS,
+                            rows,
+                        };
+                        run(out, cout, c0, &shape, rq);
+                    }
+                };
+                for ox in 0..inner0 {
+                    span(ox, 1);
+                }
+                span(inner0, inner1 - inner0);
+                for ox in inner1..ow {
+                    span(ox, 1);
+                }
+            }
         }
-        pix += if two { 2 } else { 1 };
+        true
     }
-    true
-}
 
-/// Requantizes accumulator `acc` of channel `c` into `dst[at]` (nothing when out of range).
-#[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
-#[inline(always)]
-fn store(dst: &mut [u8], at: usize, c: usize, acc: i32, p: &KernelParams<'_>) {
-    if let (Some(o), Some(b), Some(mp), Some(mn), Some(&sh), Some(off)) = (
-        dst.get_mut(at),
-        p.bias.get(4 * c..4 * c + 4),
-        p.mult_pos.get(4 * c..4 * c + 4),
-        p.mult_neg.get(4 * c..4 * c + 4),
-        p.shift.get(c),
-        p.offset.get(8 * c..8 * c + 8),
+    /// Output pixels of one row whose receptive fields have the same shape, `cin` bytes apart.
+    struct Run<'a> {
+        /// The first pixel's receptive field, from its first row on.
+        src: &'a [u8],
+        /// Bytes from one pixel's receptive field to the next's.
+        cin: usize,
+        /// Bytes from one row of a receptive field to the next.
+        stride: usize,
+        /// Values per row.
+        len: usize,
+        /// Packed weights from the field's first position on.
+        w: &'a [i32],
+        /// Words from one kernel row to the next.
+        wstride: usize,
+        /// Kernel rows.
+        rows: usize,
+    }
+
+    /// Computes channels `c0 ..` of the pixels of `out` (`cout` bytes each).
+    #[inline(never)]
+    fn run(out: &mut [u8], cout: usize, c0: usize, r: &Run<'_>, rq: &[Requant; 2 * PAIRS]) {
+        let mut src = r.src;
+        for px in out.chunks_exact_mut(cout) {
+            let acc = if r.len <= SEG {
+                window(src, r.stride, r.len, r.w, r.wstride, r.rows)
+            } else {
+                // Rows longer than a segment are cut into segments.
+                let mut acc = [0i32; 2 * PAIRS];
+                for j in (0..r.len).step_by(SEG) {
+                    let seg = (r.len - j).min(SEG);
+                    if let (Some(xs), Some(ws)) = (src.get(j..), r.w.get(j * PAIRS..)) {
+                        let part = window(xs, r.stride, seg, ws, r.wstride, r.rows);
+                        for (a, v) in acc.iter_mut().zip(part) {
+                            *a = a.wrapping_add(v);
+                        }
+                    }
+                }
+                acc
+            };
+            for (o, (q, a)) in px.iter_mut().skip(c0).zip(rq.iter().zip(acc)) {
+                *o = q.apply(a);
+            }
+            src = src.get(r.cin..).unwrap_or_default();
+        }
+    }
+
+    /// Convolution one output channel at a time, on receptive fields gathered into `win`
+    /// (`k*k*cin` bytes): for those larger than [`MAX_KKC`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    pub(super) fn direct(
+        src: &[u8],
+        h: usize,
+        w: usize,
+        cin: usize,
+        dst: &mut [u8],
+        oh: usize,
+        ow: usize,
+        cout: usize,
+        k: usize,
+        pad: usize,
+        p: &KernelParams<'_>,
+        win: &mut [u8],
     ) {
-        *o = finish(acc, b, mp, mn, sh, off);
-    }
-}
-
-/// One segment of [`dot_pair`]: the two packed 64-bit sums.
-#[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
-#[inline(always)]
-fn dot_pair_seg(xs: &[i32], r0: &[u8], r1: &[u8]) -> (i64, i64) {
-    let (mut s0, mut s1) = (0i64, 0i64);
-    for ((&x, &a), &b) in xs.iter().zip(r0).zip(r1) {
-        s0 += i64::from(x) * i64::from(a as i8);
-        s1 += i64::from(x) * i64::from(b as i8);
-    }
-    (s0, s1)
-}
-
-/// Dot products of a packed two-pixel window with two weight rows: `[[row0 . pixel0,
-/// row0 . pixel1], [row1 . pixel0, row1 . pixel1]]` (see [`conv2d_pair`]).
-#[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
-#[inline(always)]
-fn dot_pair(pk: &[i32], w0: &[u8], w1: &[u8]) -> [[i32; 2]; 2] {
-    let mut out = [[0i32; 2]; 2];
-    for ((xs, r0), r1) in pk.chunks(SEG).zip(w0.chunks(SEG)).zip(w1.chunks(SEG)) {
-        let (s0, s1) = match (
-            <&[i32; SEG]>::try_from(xs),
-            <&[u8; SEG]>::try_from(r0),
-            <&[u8; SEG]>::try_from(r1),
-        ) {
-            (Ok(xs), Ok(r0), Ok(r1)) => dot_pair_seg(xs, r0, r1),
-            _ => dot_pair_seg(xs, r0, r1),
-        };
-        for (o, s) in out.iter_mut().zip([s0, s1]) {
-            // Low 23 bits, sign-extended: the first pixel's sum; the rest: the second's.
-            let lo = ((s as i32) << (32 - PACK_SHIFT)) >> (32 - PACK_SHIFT);
-            let hi = ((s - i64::from(lo)) >> PACK_SHIFT) as i32;
-            o[0] = o[0].wrapping_add(lo);
-            o[1] = o[1].wrapping_add(hi);
+        let kkc = k * k * cin;
+        if cout == 0 || kkc == 0 {
+            return;
+        }
+        for (i, px) in dst.chunks_exact_mut(cout).take(oh * ow).enumerate() {
+            gather(win, src, h, w, cin, k, pad, i / ow, i % ow);
+            for (c, (o, wc)) in px.iter_mut().zip(p.weights.chunks_exact(kkc)).enumerate() {
+                *o = Requant::of(p, c).apply(dot_i8(win, wc));
+            }
         }
     }
-    out
 }
 
 /// 2x2 stride-2 max pooling on an HWC int8 map (odd trailing row/column dropped).
@@ -560,6 +781,12 @@ pub(crate) fn dense(src: &[u8], dst: &mut [u8], p: &KernelParams<'_>) {
     if n == 0 {
         return;
     }
+    // Cortex-M: the convolution kernel's requantization (same results, less code).
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    for (i, (o, wr)) in dst.iter_mut().zip(p.weights.chunks_exact(n)).enumerate() {
+        *o = packed::Requant::of(p, i).apply(dot_i8(src, wr));
+    }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     let rows = dst
         .iter_mut()
         .zip(p.weights.chunks_exact(n))
@@ -568,6 +795,7 @@ pub(crate) fn dense(src: &[u8], dst: &mut [u8], p: &KernelParams<'_>) {
         .zip(p.mult_neg.chunks_exact(4))
         .zip(p.shift.iter())
         .zip(p.offset.chunks_exact(8));
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     with_dot!(n, dot => {
         for ((((((o, wr), b), mp), mn), &sh), off) in rows {
             *o = finish(dot(src, wr), b, mp, mn, sh, off);
@@ -591,15 +819,15 @@ mod tests {
         }
     }
 
-    /// The packed two-pixel dot products are exact, extreme values included.
+    /// The packed channel-pair dot products are exact, extreme values included.
     #[test]
-    fn dot_pair_exact() {
+    fn packed_dot_exact() {
+        use packed::{dot, pack, split, PAIRS, SEG};
         let mut seed = 5u64;
-        for n in [
-            0usize, 1, 3, 4, 9, 127, 128, 191, 192, 193, 255, 256, 384, 576, 1151, 1152,
-        ] {
+        for n in [0usize, 1, 3, 4, 9, 15, 16, 17, 127, 128, 191, 192] {
             for fill_kind in 0..4 {
-                let mut v = vec![0u8; 6 * n];
+                // Activations, then 2 * PAIRS weight rows.
+                let mut v = vec![0u8; (1 + 2 * PAIRS) * n];
                 match fill_kind {
                     0 => fill(&mut seed, &mut v),
                     1 => v.fill(0x80),
@@ -613,29 +841,29 @@ mod tests {
                         v[2 * n..].fill(0x80);
                     }
                 }
-                let (x0, rest) = v.split_at(n);
-                let (x1, rest) = rest.split_at(n);
-                let rows: std::vec::Vec<&[u8]> = rest.chunks_exact(n.max(1)).collect();
-                let rows = if n == 0 { vec![&[][..]; 4] } else { rows };
-                let pk: std::vec::Vec<i32> = x0
-                    .iter()
-                    .zip(x1)
-                    .map(|(&a, &b)| i32::from(a as i8) + (i32::from(b as i8) << PACK_SHIFT))
+                let (x, rows) = v.split_at(n);
+                let row = |c: usize| &rows[c * n..(c + 1) * n];
+                let w: std::vec::Vec<i32> = (0..n)
+                    .flat_map(|j| (0..PAIRS).map(move |g| (j, g)))
+                    .map(|(j, g)| pack(row(2 * g)[j], row(2 * g + 1)[j]))
                     .collect();
-                let got = dot_pair(&pk, rows[0], rows[1]);
-                let want = [
-                    [dot_i8(x0, rows[0]), dot_i8(x1, rows[0])],
-                    [dot_i8(x0, rows[1]), dot_i8(x1, rows[1])],
-                ];
+                assert!(n <= SEG);
+                let got: std::vec::Vec<[i32; 2]> =
+                    dot([0; PAIRS], x, &w).into_iter().map(split).collect();
+                let want: std::vec::Vec<[i32; 2]> = (0..PAIRS)
+                    .map(|g| [dot_i8(x, row(2 * g)), dot_i8(x, row(2 * g + 1))])
+                    .collect();
                 assert_eq!(got, want, "n {n} kind {fill_kind}");
             }
         }
     }
 
-    /// The Cortex-M kernel (two pixels x two channels per pass) agrees with the desktop one
-    /// bit for bit.
+    /// The Cortex-M kernels (packed channel pairs, and the direct one for larger receptive
+    /// fields) agree with the desktop one bit for bit: odd channel counts, padding on every
+    /// side, receptive field rows longer than one segment, and (last shape) a receptive field
+    /// too large for the packed kernel, which it declines.
     #[test]
-    fn conv2d_pair_matches_conv2d() {
+    fn packed_conv2d_matches_conv2d() {
         let mut seed = 1u64;
         let shapes = [
             (6, 6, 5, 7, 3, 1),
@@ -643,6 +871,10 @@ mod tests {
             (4, 4, 64, 9, 3, 1),
             (7, 7, 3, 4, 5, 2),
             (3, 3, 2, 1, 1, 0),
+            (5, 4, 64, 4, 3, 2),
+            (3, 3, 300, 5, 1, 0),
+            (4, 4, 100, 6, 2, 1),
+            (3, 3, 128, 3, 3, 1),
         ];
         for &(h, w, cin, cout, k, pad) in &shapes {
             let (oh, ow) = (h + 2 * pad + 1 - k, w + 2 * pad + 1 - k);
@@ -659,13 +891,20 @@ mod tests {
             let mut mp = vec![];
             let mut mn = vec![];
             let mut off = vec![];
+            // Larger receptive fields need a larger shift to stay off the clamp; odd channels
+            // use 2^10 times the multipliers and 10 more shift (at least 32: the Cortex-M
+            // requantization's 32-bit path).
+            let mut shift = vec![];
             for c in 0..cout as i32 {
+                let scale = if c % 2 == 1 { 1024 } else { 1 };
                 bias.extend_from_slice(&(c * 1000 - 3000).to_le_bytes());
-                mp.extend_from_slice(&(1_000_000 + c * 77_777).to_le_bytes());
-                mn.extend_from_slice(&(300_000 + c * 55_555).to_le_bytes());
-                off.extend_from_slice(&(i64::from(c) * 12_345 - 40_000).to_le_bytes());
+                mp.extend_from_slice(&((1_000_000 + c * 77_777) * scale).to_le_bytes());
+                mn.extend_from_slice(&((300_000 + c * 55_555) * scale).to_le_bytes());
+                let o = i64::from(c) * 12_345 - 40_000;
+                off.extend_from_slice(&(o * i64::from(scale)).to_le_bytes());
+                let s = if kkc > 100 { 29u8 } else { 24 };
+                shift.push(if c % 2 == 1 { s + 10 } else { s });
             }
-            let shift = vec![24u8; cout];
             let p = KernelParams {
                 weights: &weights,
                 bias: &bias,
@@ -693,10 +932,15 @@ mod tests {
                 &mut win,
             );
             let mut c = vec![2u8; oh * ow * cout];
-            assert!(conv2d_pair(
-                &src, h, w, cin, &mut c, oh, ow, cout, k, pad, &p, &mut win
-            ));
-            assert_eq!(a, c, "shape {:?}", (h, w, cin, cout, k, pad));
+            let ran = packed::conv2d(&src, h, w, cin, &mut c, oh, ow, cout, k, pad, &p);
+            assert_eq!(ran, kkc <= packed::MAX_KKC);
+            if ran {
+                assert_eq!(a, c, "shape {:?}", (h, w, cin, cout, k, pad));
+            }
+            // The Cortex-M path for the receptive fields `packed` declines.
+            let mut d = vec![2u8; oh * ow * cout];
+            packed::direct(&src, h, w, cin, &mut d, oh, ow, cout, k, pad, &p, &mut win);
+            assert_eq!(a, d, "direct, shape {:?}", (h, w, cin, cout, k, pad));
             assert!(a.iter().any(|&v| v != 0 && v != 0x81 && v != 0x7f));
         }
     }

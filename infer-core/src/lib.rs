@@ -23,9 +23,11 @@
 //!   per-channel dot products (compile-time lengths for common `k*k*cin`) become `pmaddwd`
 //!   chains. The default x86-64 target only has SSE2; build with
 //!   `RUSTFLAGS="-C target-cpu=x86-64-v3"` (or `native`) to get AVX2 code, about 2x faster.
-//! * Cortex-M and other 32-bit targets: two neighbouring output pixels are packed into one
-//!   word per window value (`x0 + x1 * 2^23`), so one `smlal` accumulates two products, and
-//!   each pass computes two output channels.
+//! * Cortex-M and other 32-bit targets: the weights of two output channels are packed into
+//!   one word per kernel position (`w0 + w1 * 2^23`, once per layer, in a stack buffer), so
+//!   one `smlal` accumulates two products; each pass computes four output channels and reads
+//!   the activations in place. About 1.04 instructions per multiply-accumulate in the inner
+//!   loop on a Cortex-M4 (see `firmware-demo/README.md`).
 //!
 //! Results are bit-identical whatever the target or flags.
 

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{reframe, small_random_spec, Rng};
+use infer_core::format::{decode_body, encoded_size_bound, ModelBody};
 use infer_core::Model;
 
 struct Stats {
@@ -138,5 +139,51 @@ fn hundred_thousand_mutations_never_panic() {
     assert!(
         stats.ok > 100,
         "the mutations should also produce some valid models"
+    );
+}
+
+/// A decoded body re-encoded: a canonical form that compares NaN payloads bit for bit.
+fn reencode(b: &ModelBody<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; encoded_size_bound(b)];
+    let n = postcard::to_slice(b, &mut buf)
+        .map(|s| s.len())
+        .unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+/// What serde's derived `Deserialize` (postcard) makes of a body, re-encoded, or `None` when
+/// it is rejected.
+fn postcard_decode(body: &[u8]) -> Option<Vec<u8>> {
+    let (parsed, rest) = postcard::take_from_bytes::<ModelBody<'_>>(body).ok()?;
+    rest.is_empty().then(|| reencode(&parsed))
+}
+
+/// The hand-written body reader (`format::decode_body`) accepts exactly what postcard does,
+/// with the same result, on valid bodies and on 200,000 mutated ones.
+#[test]
+fn body_reader_agrees_with_postcard() {
+    let mut rng = Rng(0xB0D1);
+    let (mut total, mut ok) = (0usize, 0usize);
+    for seed in [1u64, 2, 3, 4] {
+        let valid = small_random_spec(seed).to_bytes();
+        let body = &valid[12..valid.len() - 4];
+        for i in 0..50_000 {
+            let mut v = body.to_vec();
+            if i > 0 {
+                for _ in 0..1 + rng.below(3) {
+                    mutate(&mut rng, &mut v);
+                }
+            }
+            let mine = decode_body(&v).ok().map(|b| reencode(&b));
+            assert_eq!(mine, postcard_decode(&v), "seed {seed} mutation {i}: {v:?}");
+            total += 1;
+            ok += usize::from(mine.is_some());
+        }
+    }
+    eprintln!("{total} bodies, {ok} decoded");
+    assert!(
+        ok > 1000,
+        "the mutations should also produce some decodable bodies"
     );
 }
