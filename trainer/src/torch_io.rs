@@ -24,7 +24,7 @@ use crate::checkpoint::{write_atomic, Checkpoint};
 use crate::lambda::LambdaState;
 use crate::layers::Layer;
 use crate::network::Network;
-use crate::train::TrainConfig;
+use crate::train::{TrainConfig, Trainer};
 
 /// The head's parameter name in the seed.
 pub const HEAD_NAME: &str = "lsoftmax_linear.weight";
@@ -273,19 +273,11 @@ pub fn import_file(src: &Path, preset: &str, margin: u32, out: &Path) -> Result<
 /// `export-torch`: writes a checkpoint's network as a safetensors `state_dict` for the seed's
 /// PyTorch model.
 pub fn export_file(checkpoint: &Path, out: &Path) -> Result<Network> {
-    let ck = Checkpoint::load(checkpoint)?;
-    let mut net = Network::new(&ck.config.arch, ck.config.margin, 0).map_err(anyhow::Error::msg)?;
-    net.load_state(&ck.tensors)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| {
-            format!(
-                "{}: tensors do not match its architecture",
-                checkpoint.display()
-            )
-        })?;
-    let bytes = to_safetensors(&net, ck.lambda.iteration)?;
+    let trainer = Trainer::from_checkpoint(Checkpoint::load(checkpoint)?)
+        .with_context(|| format!("cannot restore {}", checkpoint.display()))?;
+    let bytes = to_safetensors(&trainer.net, trainer.lambda.iteration)?;
     write_atomic(out, &bytes)?;
-    Ok(net)
+    Ok(trainer.net)
 }
 
 #[cfg(test)]

@@ -279,6 +279,25 @@ impl Trainer {
         Ok((loss, correct, lambda))
     }
 
+    /// The coming epoch (0-based), how many training images it visits (`train_limit` applied to
+    /// a set of `train_len`), in which order, and at which learning rate: shared by the CPU and
+    /// GPU epoch loops.
+    pub(crate) fn epoch_plan(&self, train_len: usize) -> (u32, usize, Vec<usize>, f32) {
+        let epoch = self.epochs_done;
+        let n = self
+            .config
+            .train_limit
+            .map_or(train_len, |l| l.min(train_len));
+        let order = self.epoch_order(n, epoch);
+        let lr = step_lr(
+            self.config.lr,
+            self.config.lr_gamma,
+            &self.config.lr_steps,
+            epoch,
+        );
+        (epoch, n, order, lr)
+    }
+
     /// Trains one epoch over `train` (respecting `train_limit`), calling `log` for batch lines.
     pub fn train_epoch(
         &mut self,
@@ -290,18 +309,7 @@ impl Trainer {
         if self.gpu.is_some() {
             return self.train_epoch_cuda(train, progress, log);
         }
-        let epoch = self.epochs_done;
-        let n = self
-            .config
-            .train_limit
-            .map_or(train.len(), |l| l.min(train.len()));
-        let order = self.epoch_order(n, epoch);
-        let lr = step_lr(
-            self.config.lr,
-            self.config.lr_gamma,
-            &self.config.lr_steps,
-            epoch,
-        );
+        let (epoch, n, order, lr) = self.epoch_plan(train.len());
         let start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let batches = order.chunks(self.config.batch).filter(|b| b.len() > 1);

@@ -10,7 +10,6 @@ use super::device::{DevBuf, Gpu};
 use super::net::GpuNetwork;
 use super::ops;
 use crate::lsoftmax::{argmax, softmax_cross_entropy};
-use crate::optim::step_lr;
 use crate::train::{EpochStats, Evaluation, LogLine, Trainer};
 
 /// One split of the data set on the device.
@@ -190,18 +189,7 @@ impl Trainer {
         progress: &ProgressBar,
         mut log: impl FnMut(&LogLine),
     ) -> Result<EpochStats> {
-        let epoch = self.epochs_done;
-        let n = self
-            .config
-            .train_limit
-            .map_or(train.len(), |l| l.min(train.len()));
-        let order = self.epoch_order(n, epoch);
-        let lr = step_lr(
-            self.config.lr,
-            self.config.lr_gamma,
-            &self.config.lr_steps,
-            epoch,
-        );
+        let (epoch, n, order, lr) = self.epoch_plan(train.len());
         let batch = self.config.batch;
         let (momentum, wd) = (self.config.momentum, self.config.weight_decay);
         let g = self.gpu.as_mut().expect("train_epoch_cuda without a GPU");
