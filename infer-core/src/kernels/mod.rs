@@ -1,0 +1,479 @@
+//! Integer kernels on HWC int8 maps. All shapes and array lengths are validated by
+//! [`crate::Model::from_bytes`]; the kernels are nevertheless written so that inconsistent
+//! arguments produce wrong numbers, never a panic (slices are taken with `get`, iteration
+//! uses `zip`/`chunks_exact`).
+
+use crate::format::{KernelParams, Shape};
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use crate::math::{chunk_i32, chunk_i64, requantize_product};
+
+/// `sum_i a[i] * b[i]` over int8 values stored as bytes, accumulated in wrapping `i32`.
+///
+/// Written as fixed-width blocks of independent lanes so the compiler turns it into SIMD
+/// multiply-adds (i8 -> i16 products, pairwise-added into i32 lanes).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(crate) fn dot_i8(a: &[u8], b: &[u8]) -> i32 {
+    // Independent accumulator lanes: 16 suit 256-bit vectors (two registers), 32 suit the
+    // 128-bit baseline (better latency hiding); results are identical either way.
+    #[cfg(target_feature = "avx2")]
+    const L: usize = 16;
+    #[cfg(not(target_feature = "avx2"))]
+    const L: usize = 32;
+    let mut lanes = [0i32; L];
+    let ca = a.chunks_exact(L);
+    let cb = b.chunks_exact(L);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for ((l, &x), &y) in lanes.iter_mut().zip(xa).zip(xb) {
+            *l = l.wrapping_add(i32::from(i16::from(x as i8) * i16::from(y as i8)));
+        }
+    }
+    let mut s = lanes.iter().fold(0i32, |s, &l| s.wrapping_add(l));
+    for (&x, &y) in ra.iter().zip(rb) {
+        s = s.wrapping_add(i32::from(x as i8) * i32::from(y as i8));
+    }
+    s
+}
+
+/// `sum_i a[i] * b[i]` over int8 values stored as bytes, accumulated in wrapping `i32`.
+///
+/// Targets without SIMD (Cortex-M): a plain loop (`ldrsb`, `ldrsb`, `smlabb`), compact and
+/// free of register spills; the convolutions use [`packed`] instead.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[inline(always)]
+pub(crate) fn dot_i8(a: &[u8], b: &[u8]) -> i32 {
+    a.iter().zip(b).fold(0i32, |s, (&x, &y)| {
+        s.wrapping_add(i32::from(x as i8) * i32::from(y as i8))
+    })
+}
+
+/// Per-output-channel requantization of a finished accumulator (bias not yet added).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+fn finish(acc: i32, bias: &[u8], mpos: &[u8], mneg: &[u8], shift: u8, offset: &[u8]) -> u8 {
+    let a = acc.wrapping_add(chunk_i32(bias));
+    // `a * (a >= 0 ? mpos : mneg)` without a data-dependent branch (the sign of `a` is
+    // unpredictable): one of the two products is always zero, so the sum is exact and within
+    // the same bound as a single product.
+    let prod = i64::from(a.max(0)) * i64::from(chunk_i32(mpos))
+        + i64::from(a.min(0)) * i64::from(chunk_i32(mneg));
+    requantize_product(prod, shift, chunk_i64(offset)) as u8
+}
+
+/// `dot_i8` for a length known at compile time: the compiler unrolls it completely, which on
+/// x86-64 with AVX2 (`-C target-cpu=...`) runs about 2.5x faster than the runtime-length loop.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+fn dot_fixed<const N: usize>(a: &[u8], b: &[u8]) -> i32 {
+    match (<&[u8; N]>::try_from(a), <&[u8; N]>::try_from(b)) {
+        (Ok(a), Ok(b)) => dot_i8(a, b),
+        _ => dot_i8(a, b),
+    }
+}
+
+/// Calls `$body` with `$dot` bound to the best dot-product function for length `$n`:
+/// a compile-time-length specialization for common receptive fields (`k*k*cin` of 3x3 and
+/// 5x5 kernels over 1 to 128 channels) on 64-bit desktop targets, `dot_i8` otherwise.
+/// All variants compute the same exact integer.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! with_dot {
+    ($n:expr, $dot:ident => $body:expr) => {{
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        {
+            match $n {
+                9 => {
+                    let $dot = dot_fixed::<9>;
+                    $body
+                }
+                25 => {
+                    let $dot = dot_fixed::<25>;
+                    $body
+                }
+                144 => {
+                    let $dot = dot_fixed::<144>;
+                    $body
+                }
+                288 => {
+                    let $dot = dot_fixed::<288>;
+                    $body
+                }
+                400 => {
+                    let $dot = dot_fixed::<400>;
+                    $body
+                }
+                576 => {
+                    let $dot = dot_fixed::<576>;
+                    $body
+                }
+                800 => {
+                    let $dot = dot_fixed::<800>;
+                    $body
+                }
+                1152 => {
+                    let $dot = dot_fixed::<1152>;
+                    $body
+                }
+                1600 => {
+                    let $dot = dot_fixed::<1600>;
+                    $body
+                }
+                3200 => {
+                    let $dot = dot_fixed::<3200>;
+                    $body
+                }
+                _ => {
+                    let $dot = dot_i8;
+                    $body
+                }
+            }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            let $dot = dot_i8;
+            $body
+        }
+    }};
+}
+
+/// Computes and stores one output pixel's channels: `dot` gives the accumulator of a channel from
+/// its weight row; dot products run for a block of channels first, then the requantization of
+/// the block in a separate loop that the compiler can vectorize.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+fn pixel_outputs(
+    px: &mut [u8],
+    p: &KernelParams<'_>,
+    kkc: usize,
+    mut dot: impl FnMut(&[u8]) -> i32,
+) {
+    const CB: usize = 16;
+    let blocks = px
+        .chunks_mut(CB)
+        .zip(p.weights.chunks(kkc * CB))
+        .zip(p.bias.chunks(4 * CB))
+        .zip(p.mult_pos.chunks(4 * CB))
+        .zip(p.mult_neg.chunks(4 * CB))
+        .zip(p.shift.chunks(CB))
+        .zip(p.offset.chunks(8 * CB));
+    for ((((((ob, wb), bb), mpb), mnb), shb), offb) in blocks {
+        let mut acc = [0i32; CB];
+        for (a, wc) in acc.iter_mut().zip(wb.chunks_exact(kkc)) {
+            *a = dot(wc);
+        }
+        let chans = ob
+            .iter_mut()
+            .zip(acc.iter())
+            .zip(bb.chunks_exact(4))
+            .zip(mpb.chunks_exact(4))
+            .zip(mnb.chunks_exact(4))
+            .zip(shb.iter())
+            .zip(offb.chunks_exact(8));
+        for ((((((o, &a), b), mp), mn), &sh), off) in chans {
+            *o = finish(a, b, mp, mn, sh, off);
+        }
+    }
+}
+
+/// Copies the receptive field of output pixel `(oy, ox)` into `win` (`k*k*cin` bytes, layout
+/// `[ky][kx][cin]` like the weights), writing zeros for the padding.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gather(
+    win: &mut [u8],
+    src: &[u8],
+    h: usize,
+    w: usize,
+    cin: usize,
+    k: usize,
+    pad: usize,
+    oy: usize,
+    ox: usize,
+) {
+    let kx0 = pad.saturating_sub(ox);
+    let kx1 = k.min((w + pad).saturating_sub(ox));
+    let ix0 = (ox + kx0).saturating_sub(pad);
+    let valid = kx1.saturating_sub(kx0) * cin;
+    for (ky, row) in win.chunks_exact_mut(k * cin).enumerate() {
+        let iy = oy + ky;
+        if iy < pad || iy - pad >= h {
+            row.fill(0);
+            continue;
+        }
+        let start = ((iy - pad) * w + ix0) * cin;
+        let (Some(dst), Some(s)) = (
+            row.get_mut(kx0 * cin..kx0 * cin + valid),
+            src.get(start..start + valid),
+        ) else {
+            row.fill(0);
+            continue;
+        };
+        dst.copy_from_slice(s);
+        if let Some(left) = row.get_mut(..kx0 * cin) {
+            left.fill(0);
+        }
+        if let Some(right) = row.get_mut(kx0 * cin + valid..) {
+            right.fill(0);
+        }
+    }
+}
+
+/// Fused convolution (stride 1, zero padding) + two-branch requantization. `win` is scratch
+/// space of at least `k*k*cin` bytes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d(
+    src: &[u8],
+    inp: Shape,
+    dst: &mut [u8],
+    out: Shape,
+    k: usize,
+    pad: usize,
+    p: &KernelParams<'_>,
+    win: &mut [u8],
+) {
+    let (h, w, cin) = (usize::from(inp.h), usize::from(inp.w), usize::from(inp.c));
+    let (oh, ow, cout) = (usize::from(out.h), usize::from(out.w), usize::from(out.c));
+    let kkc = k * k * cin;
+    let Some(win) = win.get_mut(..kkc) else {
+        return;
+    };
+    if cout == 0 || kkc == 0 {
+        return;
+    }
+    // Other targets (Cortex-M): packed channel pairs, activations read in place, see
+    // `packed`.
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    if packed::conv2d(src, h, w, cin, dst, oh, ow, cout, k, pad, p) {
+        return;
+    }
+    // x86-64: the window widened to int16 once per pixel (see `wide`).
+    #[cfg(target_arch = "x86_64")]
+    if wide::conv2d(src, h, w, cin, dst, oh, ow, cout, k, pad, p, win) {
+        return;
+    }
+    // Cortex-M: receptive fields too large for `packed`; one channel at a time keeps this
+    // rarely used path small.
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    packed::direct(src, h, w, cin, dst, oh, ow, cout, k, pad, p, win);
+    // One dot product per channel: on 64-bit desktop targets a compile-time-length one for
+    // common receptive fields, which the compiler vectorizes into `pmaddwd` chains (blocking
+    // several channels or pixels per pass defeats its vectorizer).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    with_dot!(kkc, dot => {
+        let mut pixels = dst.chunks_exact_mut(cout);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let Some(px) = pixels.next() else { return };
+                gather(win, src, h, w, cin, k, pad, oy, ox);
+                let win: &[u8] = win;
+                pixel_outputs(px, p, kkc, |wc| dot(win, wc));
+            }
+        }
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide;
+
+#[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
+mod packed;
+
+/// 2x2 stride-2 max pooling on an HWC int8 map (odd trailing row/column dropped).
+pub(crate) fn maxpool2(src: &[u8], inp: Shape, dst: &mut [u8], out: Shape) {
+    let (w, c) = (usize::from(inp.w), usize::from(inp.c));
+    let (oh, ow) = (usize::from(out.h), usize::from(out.w));
+    if c == 0 {
+        return;
+    }
+    let mut pixels = dst.chunks_exact_mut(c);
+    for oy in 0..oh {
+        let r0 = 2 * oy * w * c;
+        let r1 = r0 + w * c;
+        for ox in 0..ow {
+            let Some(px) = pixels.next() else { return };
+            let c0 = 2 * ox * c;
+            let (Some(a), Some(b), Some(d), Some(e)) = (
+                src.get(r0 + c0..r0 + c0 + c),
+                src.get(r0 + c0 + c..r0 + c0 + 2 * c),
+                src.get(r1 + c0..r1 + c0 + c),
+                src.get(r1 + c0 + c..r1 + c0 + 2 * c),
+            ) else {
+                continue;
+            };
+            for ((((o, &a), &b), &d), &e) in px.iter_mut().zip(a).zip(b).zip(d).zip(e) {
+                *o = (a as i8).max(b as i8).max((d as i8).max(e as i8)) as u8;
+            }
+        }
+    }
+}
+
+/// Fused dense layer + two-branch requantization.
+pub(crate) fn dense(src: &[u8], dst: &mut [u8], p: &KernelParams<'_>) {
+    let n = src.len();
+    if n == 0 {
+        return;
+    }
+    // Cortex-M: the convolution kernel's requantization (same results, less code).
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    for (i, (o, wr)) in dst.iter_mut().zip(p.weights.chunks_exact(n)).enumerate() {
+        *o = packed::Requant::of(p, i).apply(dot_i8(src, wr));
+    }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    let rows = dst
+        .iter_mut()
+        .zip(p.weights.chunks_exact(n))
+        .zip(p.bias.chunks_exact(4))
+        .zip(p.mult_pos.chunks_exact(4))
+        .zip(p.mult_neg.chunks_exact(4))
+        .zip(p.shift.iter())
+        .zip(p.offset.chunks_exact(8));
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    with_dot!(n, dot => {
+        for ((((((o, wr), b), mp), mn), &sh), off) in rows {
+            *o = finish(dot(src, wr), b, mp, mn, sh, off);
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec;
+
+    fn fill(seed: &mut u64, out: &mut [u8]) {
+        for v in out {
+            *seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            *v = (*seed >> 33) as u8;
+        }
+    }
+
+    /// The packed channel-pair dot products are exact, extreme values included.
+    #[test]
+    fn packed_dot_exact() {
+        use packed::{dot, pack, split, PAIRS, SEG};
+        let mut seed = 5u64;
+        for n in [0usize, 1, 3, 4, 9, 15, 16, 17, 127, 128, 191, 192] {
+            for fill_kind in 0..4 {
+                // Activations, then 2 * PAIRS weight rows.
+                let mut v = vec![0u8; (1 + 2 * PAIRS) * n];
+                match fill_kind {
+                    0 => fill(&mut seed, &mut v),
+                    1 => v.fill(0x80),
+                    2 => {
+                        v[..2 * n].fill(0x80);
+                        v[2 * n..].fill(0x7f);
+                    }
+                    _ => {
+                        v[..n].fill(0x80);
+                        v[n..2 * n].fill(0x7f);
+                        v[2 * n..].fill(0x80);
+                    }
+                }
+                let (x, rows) = v.split_at(n);
+                let row = |c: usize| &rows[c * n..(c + 1) * n];
+                let w: std::vec::Vec<i32> = (0..n)
+                    .flat_map(|j| (0..PAIRS).map(move |g| (j, g)))
+                    .map(|(j, g)| pack(row(2 * g)[j], row(2 * g + 1)[j]))
+                    .collect();
+                assert!(n <= SEG);
+                let got: std::vec::Vec<[i32; 2]> =
+                    dot([0; PAIRS], x, &w).into_iter().map(split).collect();
+                let want: std::vec::Vec<[i32; 2]> = (0..PAIRS)
+                    .map(|g| [dot_i8(x, row(2 * g)), dot_i8(x, row(2 * g + 1))])
+                    .collect();
+                assert_eq!(got, want, "n {n} kind {fill_kind}");
+            }
+        }
+    }
+
+    /// The Cortex-M kernels (packed channel pairs, and the direct one for larger receptive
+    /// fields) agree with the desktop one bit for bit: odd channel counts, padding on every
+    /// side, receptive field rows longer than one segment, and (last shape) a receptive field
+    /// too large for the packed kernel, which it declines.
+    #[test]
+    fn packed_conv2d_matches_conv2d() {
+        let mut seed = 1u64;
+        let shapes = [
+            (6, 6, 5, 7, 3, 1),
+            (5, 5, 1, 6, 3, 0),
+            (4, 4, 64, 9, 3, 1),
+            (7, 7, 3, 4, 5, 2),
+            (3, 3, 2, 1, 1, 0),
+            (5, 4, 64, 4, 3, 2),
+            (3, 3, 300, 5, 1, 0),
+            (4, 4, 100, 6, 2, 1),
+            (3, 3, 128, 3, 3, 1),
+        ];
+        for &(h, w, cin, cout, k, pad) in &shapes {
+            let (oh, ow) = (h + 2 * pad + 1 - k, w + 2 * pad + 1 - k);
+            let kkc = k * k * cin;
+            let mut src = vec![0u8; h * w * cin];
+            let mut weights = vec![0u8; cout * kkc];
+            fill(&mut seed, &mut src);
+            fill(&mut seed, &mut weights);
+            // Include the extreme values -128 and 127.
+            src[0] = 0x80;
+            weights[0] = 0x80;
+            weights[1] = 0x7f;
+            let mut bias = vec![];
+            let mut mp = vec![];
+            let mut mn = vec![];
+            let mut off = vec![];
+            // Larger receptive fields need a larger shift to stay off the clamp; odd channels
+            // use 2^10 times the multipliers and 10 more shift (at least 32: the Cortex-M
+            // requantization's 32-bit path).
+            let mut shift = vec![];
+            for c in 0..cout as i32 {
+                let scale = if c % 2 == 1 { 1024 } else { 1 };
+                bias.extend_from_slice(&(c * 1000 - 3000).to_le_bytes());
+                mp.extend_from_slice(&((1_000_000 + c * 77_777) * scale).to_le_bytes());
+                mn.extend_from_slice(&((300_000 + c * 55_555) * scale).to_le_bytes());
+                let o = i64::from(c) * 12_345 - 40_000;
+                off.extend_from_slice(&(o * i64::from(scale)).to_le_bytes());
+                let s = if kkc > 100 { 29u8 } else { 24 };
+                shift.push(if c % 2 == 1 { s + 10 } else { s });
+            }
+            let p = KernelParams {
+                weights: &weights,
+                bias: &bias,
+                mult_pos: &mp,
+                mult_neg: &mn,
+                shift: &shift,
+                offset: &off,
+                out_scale: 1.0,
+            };
+            let sh = |h: usize, w: usize, c: usize| Shape {
+                h: h as u16,
+                w: w as u16,
+                c: c as u16,
+            };
+            let mut a = vec![0u8; oh * ow * cout];
+            let mut win = vec![0u8; kkc];
+            conv2d(
+                &src,
+                sh(h, w, cin),
+                &mut a,
+                sh(oh, ow, cout),
+                k,
+                pad,
+                &p,
+                &mut win,
+            );
+            let mut c = vec![2u8; oh * ow * cout];
+            let ran = packed::conv2d(&src, h, w, cin, &mut c, oh, ow, cout, k, pad, &p);
+            assert_eq!(ran, kkc <= packed::MAX_KKC);
+            if ran {
+                assert_eq!(a, c, "shape {:?}", (h, w, cin, cout, k, pad));
+            }
+            // The Cortex-M path for the receptive fields `packed` declines.
+            let mut d = vec![2u8; oh * ow * cout];
+            packed::direct(&src, h, w, cin, &mut d, oh, ow, cout, k, pad, &p, &mut win);
+            assert_eq!(a, d, "direct, shape {:?}", (h, w, cin, cout, k, pad));
+            assert!(a.iter().any(|&v| v != 0 && v != 0x81 && v != 0x7f));
+        }
+    }
+}
