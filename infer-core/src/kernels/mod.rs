@@ -246,6 +246,11 @@ pub(crate) fn conv2d(
     if packed::conv2d(src, h, w, cin, dst, oh, ow, cout, k, pad, p) {
         return;
     }
+    // x86-64 with AVX2: register-blocked `vpmaddwd` micro-kernel (see `avx2`).
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    if avx2::conv2d(src, h, w, cin, dst, oh, ow, cout, k, pad, p) {
+        return;
+    }
     // x86-64: the window widened to int16 once per pixel (see `wide`).
     #[cfg(target_arch = "x86_64")]
     if wide::conv2d(src, h, w, cin, dst, oh, ow, cout, k, pad, p, win) {
@@ -272,6 +277,8 @@ pub(crate) fn conv2d(
     });
 }
 
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod wide;
 
@@ -390,12 +397,13 @@ mod tests {
         }
     }
 
-    /// The Cortex-M kernels (packed channel pairs, and the direct one for larger receptive
-    /// fields) agree with the desktop one bit for bit: odd channel counts, padding on every
-    /// side, receptive field rows longer than one segment, and (last shape) a receptive field
-    /// too large for the packed kernel, which it declines.
+    /// All convolution kernels agree bit for bit: the x86-64 ones (AVX2, which `conv2d`
+    /// takes where it can, and `wide`) and the Cortex-M ones (packed channel pairs, and the
+    /// direct one for larger receptive fields): odd channel counts, padding on every
+    /// side, receptive field rows longer than one segment, receptive fields too large for the
+    /// packed kernel (which it declines), several channel blocks.
     #[test]
-    fn packed_conv2d_matches_conv2d() {
+    fn conv2d_kernels_agree() {
         let mut seed = 1u64;
         let shapes = [
             (6, 6, 5, 7, 3, 1),
@@ -407,6 +415,11 @@ mod tests {
             (3, 3, 300, 5, 1, 0),
             (4, 4, 100, 6, 2, 1),
             (3, 3, 128, 3, 3, 1),
+            // Several 16-channel blocks (the last one partial) for the AVX2 kernel, packed
+            // in two passes for the largest receptive field it takes (3x3x128).
+            (5, 5, 128, 37, 3, 1),
+            (6, 5, 64, 40, 3, 1),
+            (9, 7, 3, 20, 5, 2),
         ];
         for &(h, w, cin, cout, k, pad) in &shapes {
             let (oh, ow) = (h + 2 * pad + 1 - k, w + 2 * pad + 1 - k);
@@ -463,6 +476,14 @@ mod tests {
                 &p,
                 &mut win,
             );
+            // The x86-64 kernel without AVX2 (`conv2d` above takes `avx2` where it can).
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut b = vec![2u8; oh * ow * cout];
+                let ran = wide::conv2d(&src, h, w, cin, &mut b, oh, ow, cout, k, pad, &p, &mut win);
+                assert!(ran);
+                assert_eq!(a, b, "wide, shape {:?}", (h, w, cin, cout, k, pad));
+            }
             let mut c = vec![2u8; oh * ow * cout];
             let ran = packed::conv2d(&src, h, w, cin, &mut c, oh, ow, cout, k, pad, &p);
             assert_eq!(ran, kkc <= packed::MAX_KKC);
