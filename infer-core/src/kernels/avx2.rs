@@ -147,7 +147,11 @@ fn gather16(xs: &mut [i16], src: &[u8], g: Geom, oy: usize, ox: usize) {
     let valid = kx1.saturating_sub(kx0) * cin;
     for (ky, row) in xs.chunks_exact_mut(k * cin).enumerate() {
         let iy = oy + ky;
-        let start = (iy.wrapping_sub(pad) * w + ix0) * cin;
+        if iy < pad || iy - pad >= h {
+            row.fill(0);
+            continue;
+        }
+        let start = ((iy - pad) * w + ix0) * cin;
         let (Some(dst), Some(s)) = (
             row.get_mut(kx0 * cin..kx0 * cin + valid),
             src.get(start..start + valid),
@@ -155,10 +159,6 @@ fn gather16(xs: &mut [i16], src: &[u8], g: Geom, oy: usize, ox: usize) {
             row.fill(0);
             continue;
         };
-        if iy < pad || iy - pad >= h {
-            row.fill(0);
-            continue;
-        }
         for (d, &v) in dst.iter_mut().zip(s) {
             *d = i16::from(v as i8);
         }

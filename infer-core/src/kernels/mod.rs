@@ -443,8 +443,10 @@ mod tests {
             for c in 0..cout as i32 {
                 let scale = if c % 2 == 1 { 1024 } else { 1 };
                 bias.extend_from_slice(&(c * 1000 - 3000).to_le_bytes());
-                mp.extend_from_slice(&((1_000_000 + c * 77_777) * scale).to_le_bytes());
-                mn.extend_from_slice(&((300_000 + c * 55_555) * scale).to_le_bytes());
+                // (13 distinct multipliers keep `* 1024` inside i32, and differ across blocks.)
+                let cm = c % 13;
+                mp.extend_from_slice(&((1_000_000 + cm * 77_777) * scale).to_le_bytes());
+                mn.extend_from_slice(&((300_000 + cm * 55_555) * scale).to_le_bytes());
                 let o = i64::from(c) * 12_345 - 40_000;
                 off.extend_from_slice(&(o * i64::from(scale)).to_le_bytes());
                 let s = if kkc > 100 { 29u8 } else { 24 };
