@@ -17,12 +17,20 @@
 //!
 //! # Performance
 //!
-//! The kernels use no `unsafe` and no intrinsics; they are shaped for the compiler:
+//! The crate has no `unsafe` code; the kernels are shaped per target:
 //!
-//! * x86-64: each convolution window is sign-extended to int16 once per output pixel, and the
-//!   per-channel dot products (compile-time lengths for common `k*k*cin`) become `pmaddwd`
-//!   chains. The default x86-64 target only has SSE2; build with
-//!   `RUSTFLAGS="-C target-cpu=x86-64-v3"` (or `native`) to get AVX2 code, about 2x faster.
+//! * x86-64 with AVX2 (the workspace builds for `x86-64-v3`): convolutions run a
+//!   register-blocked integer GEMM micro-kernel (`kernels/avx2.rs`): the weights of 16 output
+//!   channels are repacked once per layer into int16 pairs, each receptive field is gathered
+//!   once as int16, and one `vpmaddwd` of a broadcast activation pair by a weight vector
+//!   updates 8 channels; 4 pixels share every weight load, with the 8 accumulators in
+//!   registers. The intrinsics come from the `safe_arch` crate, whose safe wrappers exist only
+//!   when the compile-time target enables AVX2 (an x86-64-only dependency).
+//! * x86-64 without AVX2 (and receptive fields over 1152 values): each window is
+//!   sign-extended to int16 once per output pixel, and the per-channel dot products
+//!   (compile-time lengths for common `k*k*cin`) become `pmaddwd` chains. The default
+//!   x86-64 target only has SSE2; build with `RUSTFLAGS="-C target-cpu=x86-64-v3"` (or
+//!   `native`) to get the AVX2 kernel.
 //! * Cortex-M and other 32-bit targets: the weights of two output channels are packed into
 //!   one word per kernel position (`w0 + w1 * 2^23`, once per layer, in a stack buffer), so
 //!   one `smlal` accumulates two products; each pass computes four output channels and reads
