@@ -163,7 +163,30 @@ pub fn to_safetensors(net: &Network, steps: u64) -> Result<Vec<u8>> {
     meta.insert("producer".to_string(), "lsoftmax".to_string());
     meta.insert("preset".to_string(), net.spec.name.clone());
     meta.insert("margin".to_string(), net.head.margin.to_string());
-    Ok(safetensors::serialize(views, Some(meta))?)
+    canonical_header(safetensors::serialize(views, Some(meta))?)
+}
+
+/// Rewrites a safetensors file's JSON header with its keys sorted, so that the same tensors
+/// always give the same bytes (`safetensors::serialize` writes the metadata in `HashMap`
+/// order, which changes from run to run). The header stays padded with spaces to a multiple
+/// of 8 bytes; the tensor data, whose offsets are relative to the end of the header, is
+/// unchanged.
+fn canonical_header(file: Vec<u8>) -> Result<Vec<u8>> {
+    let (len, rest) = file
+        .split_first_chunk::<8>()
+        .context("safetensors file shorter than its header length")?;
+    let len = usize::try_from(u64::from_le_bytes(*len))?;
+    anyhow::ensure!(len <= rest.len(), "safetensors header longer than the file");
+    let (header, data) = rest.split_at(len);
+    // serde_json's `Map` is a `BTreeMap` (no `preserve_order`): printing sorts the keys.
+    let value: serde_json::Value = serde_json::from_slice(header)?;
+    let mut header = serde_json::to_vec(&value)?;
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(data);
+    Ok(out)
 }
 
 /// Reads a tensor's values as f32 (float32 as is, float64 narrowed).
@@ -329,6 +352,15 @@ mod tests {
         let bytes = to_safetensors(&net, 42).unwrap();
         let back = network_from_torch(&bytes, &spec, 3).unwrap();
         assert_eq!(back.state(), net.state());
+        // Byte for byte reproducible (the metadata is a `HashMap` inside `serialize`), and
+        // still a valid file with the metadata intact.
+        for _ in 0..4 {
+            assert_eq!(to_safetensors(&net, 42).unwrap(), bytes);
+        }
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = meta.metadata().as_ref().unwrap();
+        assert_eq!(meta.get("format").map(String::as_str), Some("pt"));
+        assert_eq!(meta.get("margin").map(String::as_str), Some("3"));
     }
 
     #[test]
