@@ -47,6 +47,7 @@ pub mod format;
 mod kernels;
 pub mod math;
 mod model;
+mod validate;
 
 pub use crc::{crc32, crc32_update};
 pub use error::Error;
