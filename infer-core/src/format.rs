@@ -294,6 +294,25 @@ pub struct ModelBody<'a> {
     pub head: HeadParams<'a>,
 }
 
+impl ModelBody<'_> {
+    /// A body with no layers, zero sizes and empty arrays (not a valid model).
+    #[inline]
+    pub(crate) fn empty() -> Self {
+        ModelBody {
+            header: Header {
+                input_hw: 0,
+                classes: 0,
+                features: 0,
+                margin: 0,
+                arch: BoundedSeq::new(),
+            },
+            input: InputParams::default(),
+            layers: BoundedSeq::new(),
+            head: HeadParams::default(),
+        }
+    }
+}
+
 /// Checks the framing of a model file (magic, version, flags, length, CRC, in that order)
 /// and returns the body bytes.
 #[inline]
@@ -364,15 +383,24 @@ pub fn unframe(bytes: &[u8]) -> Result<&[u8], Error> {
 /// writer still uses): it decodes in place and compiles to a fraction of the code and stack.
 #[inline]
 pub fn decode_body(body: &[u8]) -> Result<ModelBody<'_>, Error> {
+    let mut out = ModelBody::empty();
+    decode_into(body, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_body`] into `out` (which [`crate::Model::from_bytes`] decodes into the model it
+/// returns, so that the 2.3 KB body is not copied around).
+#[inline]
+pub(crate) fn decode_into<'a>(body: &'a [u8], out: &mut ModelBody<'a>) -> Result<(), Error> {
     let mut r = Reader {
         rest: body,
         error: None,
     };
-    let parsed = r.body();
+    r.body(out);
     match r.error {
         Some(what) => Err(Error::Malformed(what)),
         None if !r.rest.is_empty() => Err(Error::Malformed("bytes between the body and the CRC")),
-        None => Ok(parsed),
+        None => Ok(()),
     }
 }
 
@@ -545,44 +573,32 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The body, into `out` (whose sequences are empty).
     #[inline]
-    fn body(&mut self) -> ModelBody<'a> {
-        let input_hw = self.u16();
-        let classes = self.u16();
-        let features = self.u32();
-        let margin = self.u32();
-        let mut arch = BoundedSeq::new();
+    fn body(&mut self, out: &mut ModelBody<'a>) {
+        let h = &mut out.header;
+        h.input_hw = self.u16();
+        h.classes = self.u16();
+        h.features = self.u32();
+        h.margin = self.u32();
         for _ in 0..self.len(MAX_LAYERS) {
             // At most MAX_LAYERS pushes: none fails.
-            let _ = arch.push(self.layer_desc());
+            let _ = h.arch.push(self.layer_desc());
         }
-        let input = InputParams {
+        out.input = InputParams {
             lut: self.bytes(),
             scale: self.f32(),
         };
-        let mut layers = BoundedSeq::new();
         for _ in 0..self.len(MAX_LAYERS) {
-            let _ = layers.push(self.layer_params());
+            let _ = out.layers.push(self.layer_params());
         }
-        let head = HeadParams {
+        out.head = HeadParams {
             weights: self.bytes(),
             mult: self.bytes(),
             shift: self.u8(),
             feature_scale: self.f32(),
             weight_scale: self.f32(),
         };
-        ModelBody {
-            header: Header {
-                input_hw,
-                classes,
-                features,
-                margin,
-                arch,
-            },
-            input,
-            layers,
-            head,
-        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! A validated, borrowed model and integer inference.
 
-use crate::format::{decode_body, unframe, LayerDesc, LayerParams, ModelBody, MAX_CLASSES};
+use crate::format::{decode_into, unframe, LayerDesc, LayerParams, ModelBody, MAX_CLASSES};
 use crate::kernels::{conv2d, dense, dot_i8, maxpool2};
 use crate::math::{acos_f32, chunk_i32, isqrt_u64};
 use crate::validate;
@@ -61,12 +61,13 @@ impl<'a> Model<'a> {
     #[inline]
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
         let mut m = Model {
-            body: decode_body(unframe(bytes)?)?,
+            body: ModelBody::empty(),
             head_norm_q16: [0; MAX_CLASSES],
             scratch: 0,
             arena: 0,
             macs: 0,
         };
+        decode_into(unframe(bytes)?, &mut m.body)?;
         let sizes = validate::check(&m.body)?;
         m.scratch = sizes.scratch;
         m.arena = sizes.arena;
