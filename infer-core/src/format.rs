@@ -484,7 +484,7 @@ impl<'a> Reader<'a> {
     /// A sequence length, at most `max`.
     #[inline]
     fn len(&mut self, max: usize) -> usize {
-        let n = self.u32() as usize;
+        let n = usize::try_from(self.u32()).unwrap_or(usize::MAX);
         if n > max {
             self.fail(TOO_LONG);
             return 0;
@@ -503,7 +503,7 @@ impl<'a> Reader<'a> {
     /// A byte array: varint length, then the bytes (borrowed).
     #[inline(never)]
     fn bytes(&mut self) -> &'a [u8] {
-        let n = self.u32() as usize;
+        let n = usize::try_from(self.u32()).unwrap_or(usize::MAX);
         self.take(n)
     }
 

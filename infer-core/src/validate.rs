@@ -91,6 +91,9 @@ const WHAT: [&str; 33] = [
     "head shift",
 ];
 
+// One message per fault.
+const _: () = assert!(WHAT.len() == Fault::HeadShift as usize + 1);
+
 impl Fault {
     /// The error reported for this fault in layer `layer`.
     #[cold]
