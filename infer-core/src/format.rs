@@ -294,8 +294,28 @@ pub struct ModelBody<'a> {
     pub head: HeadParams<'a>,
 }
 
+impl ModelBody<'_> {
+    /// A body with no layers, zero sizes and empty arrays (not a valid model).
+    #[inline]
+    pub(crate) fn empty() -> Self {
+        ModelBody {
+            header: Header {
+                input_hw: 0,
+                classes: 0,
+                features: 0,
+                margin: 0,
+                arch: BoundedSeq::new(),
+            },
+            input: InputParams::default(),
+            layers: BoundedSeq::new(),
+            head: HeadParams::default(),
+        }
+    }
+}
+
 /// Checks the framing of a model file (magic, version, flags, length, CRC, in that order)
 /// and returns the body bytes.
+#[inline]
 pub fn unframe(bytes: &[u8]) -> Result<&[u8], Error> {
     let got = bytes.len();
     let magic = bytes.get(..4);
@@ -361,175 +381,224 @@ pub fn unframe(bytes: &[u8]) -> Result<&[u8], Error> {
 /// A small reader of exactly the postcard rules the body uses (docs/model-format.md,
 /// sections 2 and 3), written out instead of serde's derived `Deserialize` (which the
 /// writer still uses): it decodes in place and compiles to a fraction of the code and stack.
+#[inline]
 pub fn decode_body(body: &[u8]) -> Result<ModelBody<'_>, Error> {
-    let mut r = Reader { rest: body };
-    let parsed = r.body()?;
-    if !r.rest.is_empty() {
-        return Err(Error::Malformed("bytes between the body and the CRC"));
-    }
-    Ok(parsed)
+    let mut out = ModelBody::empty();
+    decode_into(body, &mut out)?;
+    Ok(out)
 }
 
-/// The unread part of a body.
+/// [`decode_body`] into `out` (which [`crate::Model::from_bytes`] decodes into the model it
+/// returns, so that the 2.3 KB body is not copied around).
+#[inline]
+pub(crate) fn decode_into<'a>(body: &'a [u8], out: &mut ModelBody<'a>) -> Result<(), Error> {
+    let mut r = Reader {
+        rest: body,
+        error: None,
+    };
+    r.body(out);
+    match r.error {
+        Some(what) => Err(Error::Malformed(what)),
+        None if !r.rest.is_empty() => Err(Error::Malformed("bytes between the body and the CRC")),
+        None => Ok(()),
+    }
+}
+
+/// The unread part of a body, and the first error met.
+///
+/// The reader's methods return plain values: on an error they record it (only the first
+/// one counts), empty `rest` so that every later read fails too, and return zeros. The
+/// caller checks `error` once at the end; this keeps the decoder straight-line code.
 struct Reader<'a> {
     rest: &'a [u8],
+    error: Option<&'static str>,
 }
 
-const END: Error = Error::Malformed("body ends inside a field");
-const BAD_VARINT: Error = Error::Malformed("bad varint in body");
-const BAD_ENUM: Error = Error::Malformed("unknown layer kind or enum tag");
-const TOO_LONG: Error = Error::Malformed("sequence too long");
+const END: &str = "body ends inside a field";
+const BAD_VARINT: &str = "bad varint in body";
+const BAD_ENUM: &str = "unknown layer kind or enum tag";
+const TOO_LONG: &str = "sequence too long";
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let (head, rest) = self.rest.split_at_checked(n).ok_or(END)?;
-        self.rest = rest;
-        Ok(head)
+    /// Records `what` unless an error was recorded before, and stops reading.
+    #[inline(never)]
+    fn fail(&mut self, what: &'static str) {
+        self.error = self.error.or(Some(what));
+        self.rest = &[];
     }
 
-    fn u8(&mut self) -> Result<u8, Error> {
-        let (&b, rest) = self.rest.split_first().ok_or(END)?;
-        self.rest = rest;
-        Ok(b)
+    #[inline]
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        match self.rest.split_at_checked(n) {
+            Some((head, rest)) => {
+                self.rest = rest;
+                head
+            }
+            None => {
+                self.fail(END);
+                &[]
+            }
+        }
+    }
+
+    #[inline]
+    fn u8(&mut self) -> u8 {
+        self.take(1).first().copied().unwrap_or(0)
     }
 
     /// An unsigned LEB128 varint of a `bits`-bit integer: at most `ceil(bits / 7)` bytes,
     /// and the last of that many may not carry bits above the type's range.
-    fn varint(&mut self, bits: u32) -> Result<u32, Error> {
+    #[inline(never)]
+    fn varint(&mut self, bits: u32) -> u32 {
         let max_bytes = bits.div_ceil(7);
         let mut out = 0u32;
         for i in 0..max_bytes {
-            let b = self.u8()?;
+            let Some((&b, rest)) = self.rest.split_first() else {
+                self.fail(END);
+                return 0;
+            };
+            self.rest = rest;
             out |= u32::from(b & 0x7f).wrapping_shl(7 * i);
             if b & 0x80 == 0 {
-                if i + 1 == max_bytes && u32::from(b) >> (bits - 7 * i) != 0 {
-                    return Err(BAD_VARINT);
+                if i + 1 == max_bytes && u32::from(b).wrapping_shr(bits - 7 * i) != 0 {
+                    break;
                 }
-                return Ok(out);
+                return out;
             }
         }
-        Err(BAD_VARINT)
+        self.fail(BAD_VARINT);
+        0
     }
 
-    fn u16(&mut self) -> Result<u16, Error> {
-        u16::try_from(self.varint(16)?).map_err(|_| BAD_VARINT)
+    #[inline]
+    fn u16(&mut self) -> u16 {
+        // `varint(16)` never returns more than 16 bits.
+        self.varint(16) as u16
     }
 
-    fn u32(&mut self) -> Result<u32, Error> {
+    #[inline]
+    fn u32(&mut self) -> u32 {
         self.varint(32)
     }
 
     /// A sequence length, at most `max`.
-    fn len(&mut self, max: usize) -> Result<usize, Error> {
-        usize::try_from(self.u32()?)
-            .ok()
-            .filter(|&n| n <= max)
-            .ok_or(TOO_LONG)
+    #[inline]
+    fn len(&mut self, max: usize) -> usize {
+        let n = usize::try_from(self.u32()).unwrap_or(usize::MAX);
+        if n > max {
+            self.fail(TOO_LONG);
+            return 0;
+        }
+        n
     }
 
-    fn f32(&mut self) -> Result<f32, Error> {
-        match *self.take(4)? {
-            [a, b, c, d] => Ok(f32::from_le_bytes([a, b, c, d])),
-            _ => Err(END),
+    #[inline]
+    fn f32(&mut self) -> f32 {
+        match *self.take(4) {
+            [a, b, c, d] => f32::from_le_bytes([a, b, c, d]),
+            _ => 0.0,
         }
     }
 
     /// A byte array: varint length, then the bytes (borrowed).
-    fn bytes(&mut self) -> Result<&'a [u8], Error> {
-        let n = usize::try_from(self.u32()?).map_err(|_| END)?;
+    #[inline(never)]
+    fn bytes(&mut self) -> &'a [u8] {
+        let n = usize::try_from(self.u32()).unwrap_or(usize::MAX);
         self.take(n)
     }
 
-    fn shape(&mut self) -> Result<Shape, Error> {
-        Ok(Shape {
-            h: self.u16()?,
-            w: self.u16()?,
-            c: self.u16()?,
-        })
+    #[inline(never)]
+    fn shape(&mut self) -> Shape {
+        Shape {
+            h: self.u16(),
+            w: self.u16(),
+            c: self.u16(),
+        }
     }
 
-    fn layer_desc(&mut self) -> Result<LayerDesc, Error> {
-        Ok(match self.u32()? {
+    /// An enum tag, below `variants`.
+    #[inline]
+    fn tag(&mut self, variants: u32) -> u32 {
+        let t = self.u32();
+        if t >= variants {
+            self.fail(BAD_ENUM);
+        }
+        t
+    }
+
+    #[inline]
+    fn layer_desc(&mut self) -> LayerDesc {
+        match self.tag(4) {
             0 => LayerDesc::Conv {
-                input: self.shape()?,
-                output: self.shape()?,
-                k: self.u8()?,
-                pad: self.u8()?,
+                input: self.shape(),
+                output: self.shape(),
+                k: self.u8(),
+                pad: self.u8(),
             },
             1 => LayerDesc::MaxPool2 {
-                input: self.shape()?,
-                output: self.shape()?,
+                input: self.shape(),
+                output: self.shape(),
             },
             2 => LayerDesc::Flatten {
-                input: self.shape()?,
-                output: self.u32()?,
+                input: self.shape(),
+                output: self.u32(),
             },
-            3 => LayerDesc::Dense {
-                input: self.u32()?,
-                output: self.u32()?,
+            _ => LayerDesc::Dense {
+                input: self.u32(),
+                output: self.u32(),
             },
-            _ => return Err(BAD_ENUM),
-        })
+        }
     }
 
-    fn kernel(&mut self) -> Result<KernelParams<'a>, Error> {
-        Ok(KernelParams {
-            weights: self.bytes()?,
-            bias: self.bytes()?,
-            mult_pos: self.bytes()?,
-            mult_neg: self.bytes()?,
-            shift: self.bytes()?,
-            offset: self.bytes()?,
-            out_scale: self.f32()?,
-        })
+    #[inline]
+    fn kernel(&mut self) -> KernelParams<'a> {
+        KernelParams {
+            weights: self.bytes(),
+            bias: self.bytes(),
+            mult_pos: self.bytes(),
+            mult_neg: self.bytes(),
+            shift: self.bytes(),
+            offset: self.bytes(),
+            out_scale: self.f32(),
+        }
     }
 
-    fn layer_params(&mut self) -> Result<LayerParams<'a>, Error> {
-        Ok(match self.u32()? {
-            0 => LayerParams::Conv(self.kernel()?),
+    #[inline]
+    fn layer_params(&mut self) -> LayerParams<'a> {
+        match self.tag(4) {
+            0 => LayerParams::Conv(self.kernel()),
             1 => LayerParams::MaxPool2,
             2 => LayerParams::Flatten,
-            3 => LayerParams::Dense(self.kernel()?),
-            _ => return Err(BAD_ENUM),
-        })
+            _ => LayerParams::Dense(self.kernel()),
+        }
     }
 
-    fn body(&mut self) -> Result<ModelBody<'a>, Error> {
-        let input_hw = self.u16()?;
-        let classes = self.u16()?;
-        let features = self.u32()?;
-        let margin = self.u32()?;
-        let mut arch = BoundedSeq::new();
-        for _ in 0..self.len(MAX_LAYERS)? {
-            arch.push(self.layer_desc()?).map_err(|_| TOO_LONG)?;
+    /// The body, into `out` (whose sequences are empty).
+    #[inline]
+    fn body(&mut self, out: &mut ModelBody<'a>) {
+        let h = &mut out.header;
+        h.input_hw = self.u16();
+        h.classes = self.u16();
+        h.features = self.u32();
+        h.margin = self.u32();
+        for _ in 0..self.len(MAX_LAYERS) {
+            // At most MAX_LAYERS pushes: none fails.
+            let _ = h.arch.push(self.layer_desc());
         }
-        let input = InputParams {
-            lut: self.bytes()?,
-            scale: self.f32()?,
+        out.input = InputParams {
+            lut: self.bytes(),
+            scale: self.f32(),
         };
-        let mut layers = BoundedSeq::new();
-        for _ in 0..self.len(MAX_LAYERS)? {
-            layers.push(self.layer_params()?).map_err(|_| TOO_LONG)?;
+        for _ in 0..self.len(MAX_LAYERS) {
+            let _ = out.layers.push(self.layer_params());
         }
-        let head = HeadParams {
-            weights: self.bytes()?,
-            mult: self.bytes()?,
-            shift: self.u8()?,
-            feature_scale: self.f32()?,
-            weight_scale: self.f32()?,
+        out.head = HeadParams {
+            weights: self.bytes(),
+            mult: self.bytes(),
+            shift: self.u8(),
+            feature_scale: self.f32(),
+            weight_scale: self.f32(),
         };
-        Ok(ModelBody {
-            header: Header {
-                input_hw,
-                classes,
-                features,
-                margin,
-                arch,
-            },
-            input,
-            layers,
-            head,
-        })
     }
 }
 

@@ -55,6 +55,7 @@ pub mod format;
 mod kernels;
 pub mod math;
 mod model;
+mod validate;
 
 pub use crc::{crc32, crc32_update};
 pub use error::Error;

@@ -1,13 +1,9 @@
 //! A validated, borrowed model and integer inference.
 
-use crate::format::{
-    decode_body, unframe, KernelParams, LayerDesc, LayerParams, ModelBody, Shape, MAX_CLASSES,
-};
+use crate::format::{decode_into, unframe, LayerDesc, LayerParams, ModelBody, MAX_CLASSES};
 use crate::kernels::{conv2d, dense, dot_i8, maxpool2};
-use crate::math::{
-    acos_f32, chunk_i32, chunk_i64, isqrt_u64, MAX_BIAS, MAX_OFFSET, MAX_SHIFT, MAX_TERMS,
-    MIN_SHIFT,
-};
+use crate::math::{acos_f32, chunk_i32, isqrt_u64};
+use crate::validate;
 use crate::Error;
 
 /// When to flag a prediction as rejected (see [`Prediction::rejected`]).
@@ -53,77 +49,6 @@ pub struct Model<'a> {
     macs: u64,
 }
 
-fn kernel_check(
-    layer: usize,
-    p: &KernelParams<'_>,
-    outs: usize,
-    terms: usize,
-) -> Result<(), Error> {
-    let bad = |what| Error::ShapeMismatch { layer, what };
-    let range = |what| Error::ParamOutOfRange { layer, what };
-    if terms == 0 || terms > MAX_TERMS {
-        return Err(range("accumulator length (k*k*cin or inputs)"));
-    }
-    let wlen = outs
-        .checked_mul(terms)
-        .ok_or(bad("weight count overflows"))?;
-    if p.weights.len() != wlen {
-        return Err(bad("weight array length"));
-    }
-    if p.bias.len() != outs * 4 {
-        return Err(bad("bias array length"));
-    }
-    if p.mult_pos.len() != outs * 4 || p.mult_neg.len() != outs * 4 {
-        return Err(bad("multiplier array length"));
-    }
-    if p.shift.len() != outs {
-        return Err(bad("shift array length"));
-    }
-    if p.offset.len() != outs * 8 {
-        return Err(bad("offset array length"));
-    }
-    if p.bias
-        .chunks_exact(4)
-        .map(chunk_i32)
-        .any(|b| b.unsigned_abs() > MAX_BIAS as u32)
-    {
-        return Err(range("bias"));
-    }
-    if p.shift
-        .iter()
-        .any(|&s| !(MIN_SHIFT..=MAX_SHIFT).contains(&s))
-    {
-        return Err(range("shift"));
-    }
-    if p.offset
-        .chunks_exact(8)
-        .map(chunk_i64)
-        .any(|o| o.unsigned_abs() > MAX_OFFSET as u64)
-    {
-        return Err(range("offset"));
-    }
-    Ok(())
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Act {
-    Map(Shape),
-    Vector(usize),
-}
-
-fn map_len(layer: usize, s: Shape) -> Result<usize, Error> {
-    if s.h == 0 || s.w == 0 || s.c == 0 {
-        return Err(Error::ShapeMismatch {
-            layer,
-            what: "empty map",
-        });
-    }
-    s.len().ok_or(Error::ShapeMismatch {
-        layer,
-        what: "map too large",
-    })
-}
-
 impl<'a> Model<'a> {
     /// Parses and validates a model file.
     ///
@@ -133,167 +58,27 @@ impl<'a> Model<'a> {
     /// against the declared shapes, accumulator lengths (`<= 2^16` products), bias, shift
     /// and offset ranges, and the head. After it succeeds, [`Model::classify`] cannot fail
     /// because of the model's content.
+    #[inline]
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
-        let body = decode_body(unframe(bytes)?)?;
-        let h = &body.header;
-        let hw = usize::from(h.input_hw);
-        if hw == 0 {
-            return Err(Error::Malformed("input_hw is 0"));
-        }
-        if body.input.lut.len() != 256 {
-            return Err(Error::Malformed("input lookup table must have 256 entries"));
-        }
-        if h.arch.len() != body.layers.len() {
-            return Err(Error::Malformed(
-                "descriptor and parameter lists differ in length",
-            ));
-        }
-        let mut act = Act::Map(Shape {
-            h: h.input_hw,
-            w: h.input_hw,
-            c: 1,
-        });
-        let mut cur_len = hw * hw;
-        let mut arena = cur_len;
-        let mut scratch = 0usize;
-        let mut macs = 0u64;
-        for (i, (d, p)) in h
-            .arch
-            .as_slice()
-            .iter()
-            .zip(body.layers.as_slice())
-            .enumerate()
-        {
-            let bad = |what| Error::ShapeMismatch { layer: i, what };
-            match (*d, *p) {
-                (
-                    LayerDesc::Conv {
-                        input,
-                        output,
-                        k,
-                        pad,
-                    },
-                    LayerParams::Conv(kp),
-                ) => {
-                    if act != Act::Map(input) {
-                        return Err(bad("conv input shape differs from the previous output"));
-                    }
-                    let (k, pad) = (usize::from(k), usize::from(pad));
-                    if k == 0 || pad >= k {
-                        return Err(bad("kernel size 0 or padding >= kernel size"));
-                    }
-                    let oh = (usize::from(input.h) + 2 * pad).checked_sub(k - 1);
-                    let ow = (usize::from(input.w) + 2 * pad).checked_sub(k - 1);
-                    if oh != Some(usize::from(output.h)) || ow != Some(usize::from(output.w)) {
-                        return Err(bad("conv output size differs from input + 2*pad - k + 1"));
-                    }
-                    let out_len = map_len(i, output)?;
-                    let terms = k * k * usize::from(input.c);
-                    kernel_check(i, &kp, usize::from(output.c), terms)?;
-                    scratch = scratch.max(terms);
-                    arena = arena.max(cur_len.checked_add(out_len).ok_or(bad("map too large"))?);
-                    macs = macs.saturating_add((out_len as u64).saturating_mul(terms as u64));
-                    cur_len = out_len;
-                    act = Act::Map(output);
-                }
-                (LayerDesc::MaxPool2 { input, output }, LayerParams::MaxPool2) => {
-                    if act != Act::Map(input) {
-                        return Err(bad("pool input shape differs from the previous output"));
-                    }
-                    if input.h < 2
-                        || input.w < 2
-                        || output.h != input.h / 2
-                        || output.w != input.w / 2
-                        || output.c != input.c
-                    {
-                        return Err(bad("pool output shape differs from input / 2"));
-                    }
-                    let out_len = map_len(i, output)?;
-                    arena = arena.max(cur_len.checked_add(out_len).ok_or(bad("map too large"))?);
-                    cur_len = out_len;
-                    act = Act::Map(output);
-                }
-                (LayerDesc::Flatten { input, output }, LayerParams::Flatten) => {
-                    if act != Act::Map(input) {
-                        return Err(bad("flatten input shape differs from the previous output"));
-                    }
-                    let n = map_len(i, input)?;
-                    if usize::try_from(output) != Ok(n) {
-                        return Err(bad("flatten output length differs from h*w*c"));
-                    }
-                    act = Act::Vector(n);
-                }
-                (LayerDesc::Dense { input, output }, LayerParams::Dense(kp)) => {
-                    let n_in = usize::try_from(input).map_err(|_| bad("dense input too large"))?;
-                    let n_out =
-                        usize::try_from(output).map_err(|_| bad("dense output too large"))?;
-                    if act != Act::Vector(n_in) {
-                        return Err(bad("dense input length differs from the previous output"));
-                    }
-                    if n_out == 0 {
-                        return Err(bad("dense layer with no outputs"));
-                    }
-                    kernel_check(i, &kp, n_out, n_in)?;
-                    arena = arena.max(cur_len.checked_add(n_out).ok_or(bad("map too large"))?);
-                    macs = macs.saturating_add((n_in as u64).saturating_mul(n_out as u64));
-                    cur_len = n_out;
-                    act = Act::Vector(n_out);
-                }
-                _ => return Err(bad("descriptor kind differs from parameter kind")),
-            }
-        }
-        let head_layer = h.arch.len();
-        let features = usize::try_from(h.features).map_err(|_| Error::Malformed("features"))?;
-        if act != Act::Vector(features) {
-            return Err(Error::ShapeMismatch {
-                layer: head_layer,
-                what: "the last layer's output is not a vector of header.features values",
-            });
-        }
-        if features == 0 || features > MAX_TERMS {
-            return Err(Error::ParamOutOfRange {
-                layer: head_layer,
-                what: "feature count",
-            });
-        }
-        let classes = usize::from(h.classes);
-        if classes == 0 || classes > MAX_CLASSES {
-            return Err(Error::ParamOutOfRange {
-                layer: head_layer,
-                what: "class count",
-            });
-        }
-        let head = &body.head;
-        if head.weights.len() != classes * features {
-            return Err(Error::ShapeMismatch {
-                layer: head_layer,
-                what: "head weight array length",
-            });
-        }
-        if head.mult.len() != classes * 4 {
-            return Err(Error::ShapeMismatch {
-                layer: head_layer,
-                what: "head multiplier array length",
-            });
-        }
-        if head.mult.chunks_exact(4).map(chunk_i32).any(|m| m < 0) {
-            return Err(Error::ParamOutOfRange {
-                layer: head_layer,
-                what: "head multiplier",
-            });
-        }
-        if head.shift > 62 {
-            return Err(Error::ParamOutOfRange {
-                layer: head_layer,
-                what: "head shift",
-            });
-        }
+        let mut m = Model {
+            body: ModelBody::empty(),
+            head_norm_q16: [0; MAX_CLASSES],
+            scratch: 0,
+            arena: 0,
+            macs: 0,
+        };
+        decode_into(unframe(bytes)?, &mut m.body)?;
+        let sizes = validate::check(&m.body)?;
+        m.scratch = sizes.scratch;
+        m.arena = sizes.arena;
+        m.macs = sizes.macs;
         // sqrt(|W_j|^2) with 16 fractional bits; |W_j|^2 <= 2^16 * 2^14 = 2^30, so the
         // shifted value stays below 2^62.
-        let mut head_norm_q16 = [0u64; MAX_CLASSES];
-        for (n, row) in head_norm_q16
+        let features = m.features().max(1);
+        for (n, row) in m
+            .head_norm_q16
             .iter_mut()
-            .zip(head.weights.chunks_exact(features))
+            .zip(m.body.head.weights.chunks_exact(features))
         {
             let sq: u64 = row
                 .iter()
@@ -301,17 +86,7 @@ impl<'a> Model<'a> {
                 .sum();
             *n = isqrt_u64(sq << 32);
         }
-        macs = macs.saturating_add((features * classes) as u64);
-        let arena = arena
-            .checked_add(scratch)
-            .ok_or(Error::Malformed("arena too large"))?;
-        Ok(Model {
-            body,
-            head_norm_q16,
-            scratch,
-            arena,
-            macs,
-        })
+        Ok(m)
     }
 
     /// Bytes of scratch memory [`Model::classify`] needs: the largest convolution receptive

@@ -142,3 +142,74 @@ fn content_errors_name_the_layer() {
         Err(Error::Malformed(_))
     ));
 }
+
+#[test]
+fn kernel_and_head_errors_name_the_field() {
+    use common::{Layer, Spec};
+    let shape = |layer: usize, what: &'static str| Error::ShapeMismatch { layer, what };
+    let range = |layer: usize, what: &'static str| Error::ParamOutOfRange { layer, what };
+    type Edit = fn(&mut Spec);
+    fn pop<T>(v: &mut Vec<T>) {
+        v.pop();
+    }
+    fn conv(spec: &mut Spec) -> &mut common::Kernel {
+        match &mut spec.layers[2] {
+            Layer::Conv { p, .. } => p,
+            _ => unreachable!(),
+        }
+    }
+    fn dense(spec: &mut Spec) -> &mut common::Kernel {
+        match &mut spec.layers[4] {
+            Layer::Dense { p, .. } => p,
+            _ => unreachable!(),
+        }
+    }
+    let cases: [(Edit, Error); 14] = [
+        (
+            |s| pop(&mut conv(s).weights),
+            shape(2, "weight array length"),
+        ),
+        (|s| pop(&mut conv(s).bias), shape(2, "bias array length")),
+        (
+            |s| pop(&mut conv(s).mult_pos),
+            shape(2, "mult_pos array length"),
+        ),
+        (
+            |s| pop(&mut conv(s).mult_neg),
+            shape(2, "mult_neg array length"),
+        ),
+        (|s| pop(&mut conv(s).shift), shape(2, "shift array length")),
+        (
+            |s| pop(&mut dense(s).offset),
+            shape(4, "offset array length"),
+        ),
+        (|s| conv(s).bias[1] = 1 << 30, range(2, "bias")),
+        (|s| dense(s).bias[0] = -(1 << 30), range(4, "bias")),
+        (|s| conv(s).shift[0] = 62, range(2, "shift")),
+        (|s| dense(s).shift[7] = 0x80, range(4, "shift")),
+        (|s| conv(s).offset[5] = (1 << 61) + 1, range(2, "offset")),
+        (|s| s.head_mult[4] = -1, range(6, "head multiplier")),
+        (
+            |s| pop(&mut s.head_mult),
+            shape(6, "head multiplier array length"),
+        ),
+        (|s| s.classes = 17, range(6, "class count")),
+    ];
+    for (i, (edit, want)) in cases.into_iter().enumerate() {
+        let mut spec = small_random_spec(9);
+        edit(&mut spec);
+        assert_eq!(
+            Model::from_bytes(&spec.to_bytes()).unwrap_err(),
+            want,
+            "case {i}"
+        );
+    }
+    // Extreme values inside the ranges are accepted.
+    let mut spec = small_random_spec(9);
+    conv(&mut spec).bias[0] = (1 << 30) - 1;
+    conv(&mut spec).offset[0] = -(1 << 61);
+    conv(&mut spec).shift[0] = 61;
+    conv(&mut spec).mult_neg[0] = i32::MIN;
+    spec.head_mult[0] = i32::MAX;
+    assert!(Model::from_bytes(&spec.to_bytes()).is_ok());
+}

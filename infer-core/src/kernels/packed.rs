@@ -135,7 +135,10 @@ pub(super) struct Requant {
 }
 
 impl Requant {
-    /// Channel `c`'s constants (zeros when out of range).
+    /// Channel `c`'s constants (zeros when out of range). Out of line: it runs once per
+    /// channel and layer (per output for dense layers), and its range checks would
+    /// otherwise be repeated at every call site.
+    #[inline(never)]
     pub(super) fn of(p: &KernelParams<'_>, c: usize) -> Requant {
         let i32_at = |a: &[u8]| a.get(4 * c..4 * c + 4).map_or(0, chunk_i32);
         let shift = p.shift.get(c).map_or(0, |&s| u32::from(s));
