@@ -24,7 +24,7 @@
 //! `MAX_BLOCKS` blocks' requantization parameters (about 92 KB); receptive fields larger
 //! than `2 * MAX_KP` go to [`super::wide`].
 
-use super::KernelParams;
+use super::{gather, Geom, KernelParams};
 use crate::math::{chunk_i32, chunk_i64, ACT_MAX};
 use safe_arch::{add_i32_m256i, m256i, mul_i16_horizontal_add_m256i, set_splat_i32_m256i};
 
@@ -46,22 +46,9 @@ const MAX_BLOCKS: usize = 8;
 type PairVecs = [[i32; 8]; 2];
 
 /// Runs the convolution unless its receptive field exceeds `2 * MAX_KP` positions (then
-/// returns `false`, having written nothing). Arguments as [`super::conv2d`].
-#[allow(clippy::too_many_arguments)]
-pub(super) fn conv2d(
-    src: &[u8],
-    h: usize,
-    w: usize,
-    cin: usize,
-    dst: &mut [u8],
-    oh: usize,
-    ow: usize,
-    cout: usize,
-    k: usize,
-    pad: usize,
-    p: &KernelParams<'_>,
-) -> bool {
-    let kkc = k * k * cin;
+/// returns `false`, having written nothing).
+pub(super) fn conv2d(src: &[u8], dst: &mut [u8], g: &Geom, p: &KernelParams<'_>) -> bool {
+    let (ow, cout, kkc) = (g.ow, g.cout, g.kkc());
     let kp = kkc.div_ceil(2);
     if kp > MAX_KP {
         return false;
@@ -71,10 +58,9 @@ pub(super) fn conv2d(
     }
     let mut wbuf: [PairVecs; MAX_PACK] = [[[0; 8]; 2]; MAX_PACK];
     // Receptive fields as int16, padded with a zero to an even length (never overwritten:
-    // `gather16` writes the first `kkc` values only).
+    // `gather` writes the first `kkc` values only).
     let mut xbuf = [[0i16; 2 * MAX_KP]; PX];
-    let npix = oh * ow;
-    let g = Geom { h, w, cin, k, pad };
+    let npix = g.oh * ow;
     // As many channel blocks as the buffer holds are packed together, so that each pixel
     // group's receptive fields are gathered once for all of them.
     let per_pass = (MAX_PACK / kp).clamp(1, MAX_BLOCKS);
@@ -97,7 +83,7 @@ pub(super) fn conv2d(
             // the last pixel keep stale values whose results are not stored).
             for (pix, xs) in (first..npix).zip(xbuf.iter_mut()) {
                 if let Some(xs) = xs.get_mut(..kkc) {
-                    gather16(xs, src, g, pix / ow, pix % ow);
+                    gather(xs, src, g, pix / ow, pix % ow, |v| i16::from(v as i8));
                 }
             }
             let blocks = wbuf
@@ -116,51 +102,6 @@ pub(super) fn conv2d(
         }
     }
     true
-}
-
-/// Input geometry of a convolution.
-#[derive(Clone, Copy)]
-struct Geom {
-    h: usize,
-    w: usize,
-    cin: usize,
-    k: usize,
-    pad: usize,
-}
-
-/// Writes the receptive field of output pixel `(oy, ox)` into `xs` (`k*k*cin` values, layout
-/// `[ky][kx][cin]` like the weights) sign-extended to int16, zeros for the padding.
-#[inline(always)]
-fn gather16(xs: &mut [i16], src: &[u8], g: Geom, oy: usize, ox: usize) {
-    let Geom { h, w, cin, k, pad } = g;
-    let kx0 = pad.saturating_sub(ox);
-    let kx1 = k.min((w + pad).saturating_sub(ox));
-    let ix0 = (ox + kx0).saturating_sub(pad);
-    let valid = kx1.saturating_sub(kx0) * cin;
-    for (ky, row) in xs.chunks_exact_mut(k * cin).enumerate() {
-        let iy = oy + ky;
-        if iy < pad || iy - pad >= h {
-            row.fill(0);
-            continue;
-        }
-        let start = ((iy - pad) * w + ix0) * cin;
-        let (Some(dst), Some(s)) = (
-            row.get_mut(kx0 * cin..kx0 * cin + valid),
-            src.get(start..start + valid),
-        ) else {
-            row.fill(0);
-            continue;
-        };
-        for (d, &v) in dst.iter_mut().zip(s) {
-            *d = i16::from(v as i8);
-        }
-        if let Some(left) = row.get_mut(..kx0 * cin) {
-            left.fill(0);
-        }
-        if let Some(right) = row.get_mut(kx0 * cin + valid..) {
-            right.fill(0);
-        }
-    }
 }
 
 /// The register-blocked inner loop: for every position pair, each of the [`PX`] pixels'

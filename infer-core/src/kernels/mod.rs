@@ -175,21 +175,42 @@ fn pixel_outputs(
     }
 }
 
-/// Copies the receptive field of output pixel `(oy, ox)` into `win` (`k*k*cin` bytes, layout
-/// `[ky][kx][cin]` like the weights), writing zeros for the padding.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn gather(
-    win: &mut [u8],
-    src: &[u8],
+/// Shapes of one convolution (stride 1, zero padding `pad` on every side): input
+/// `h x w x cin`, output `oh x ow x cout`, kernel `k x k`.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
     h: usize,
     w: usize,
     cin: usize,
+    oh: usize,
+    ow: usize,
+    cout: usize,
     k: usize,
     pad: usize,
+}
+
+impl Geom {
+    /// Values in one receptive field, `k*k*cin`.
+    fn kkc(&self) -> usize {
+        self.k * self.k * self.cin
+    }
+}
+
+/// Copies the receptive field of output pixel `(oy, ox)` into `win` (`k*k*cin` values, layout
+/// `[ky][kx][cin]` like the weights), each input byte converted by `conv`, zeros for the
+/// padding.
+#[inline(always)]
+fn gather<T: Copy + Default>(
+    win: &mut [T],
+    src: &[u8],
+    g: &Geom,
     oy: usize,
     ox: usize,
+    conv: impl Fn(u8) -> T,
 ) {
+    let Geom {
+        h, w, cin, k, pad, ..
+    } = *g;
     let kx0 = pad.saturating_sub(ox);
     let kx1 = k.min((w + pad).saturating_sub(ox));
     let ix0 = (ox + kx0).saturating_sub(pad);
@@ -197,7 +218,7 @@ fn gather(
     for (ky, row) in win.chunks_exact_mut(k * cin).enumerate() {
         let iy = oy + ky;
         if iy < pad || iy - pad >= h {
-            row.fill(0);
+            row.fill(T::default());
             continue;
         }
         let start = ((iy - pad) * w + ix0) * cin;
@@ -205,15 +226,17 @@ fn gather(
             row.get_mut(kx0 * cin..kx0 * cin + valid),
             src.get(start..start + valid),
         ) else {
-            row.fill(0);
+            row.fill(T::default());
             continue;
         };
-        dst.copy_from_slice(s);
+        for (d, &v) in dst.iter_mut().zip(s) {
+            *d = conv(v);
+        }
         if let Some(left) = row.get_mut(..kx0 * cin) {
-            left.fill(0);
+            left.fill(T::default());
         }
         if let Some(right) = row.get_mut(kx0 * cin + valid..) {
-            right.fill(0);
+            right.fill(T::default());
         }
     }
 }
@@ -231,45 +254,53 @@ pub(crate) fn conv2d(
     p: &KernelParams<'_>,
     win: &mut [u8],
 ) {
-    let (h, w, cin) = (usize::from(inp.h), usize::from(inp.w), usize::from(inp.c));
-    let (oh, ow, cout) = (usize::from(out.h), usize::from(out.w), usize::from(out.c));
-    let kkc = k * k * cin;
+    let g = Geom {
+        h: usize::from(inp.h),
+        w: usize::from(inp.w),
+        cin: usize::from(inp.c),
+        oh: usize::from(out.h),
+        ow: usize::from(out.w),
+        cout: usize::from(out.c),
+        k,
+        pad,
+    };
+    let kkc = g.kkc();
     let Some(win) = win.get_mut(..kkc) else {
         return;
     };
-    if cout == 0 || kkc == 0 {
+    if g.cout == 0 || kkc == 0 {
         return;
     }
     // Other targets (Cortex-M): packed channel pairs, activations read in place, see
     // `packed`.
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    if packed::conv2d(src, h, w, cin, dst, oh, ow, cout, k, pad, p) {
+    if packed::conv2d(src, g.h, g.w, g.cin, dst, g.oh, g.ow, g.cout, g.k, g.pad, p) {
         return;
     }
     // x86-64 with AVX2: register-blocked `vpmaddwd` micro-kernel (see `avx2`).
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-    if avx2::conv2d(src, h, w, cin, dst, oh, ow, cout, k, pad, p) {
+    if avx2::conv2d(src, dst, &g, p) {
         return;
     }
     // x86-64: the window widened to int16 once per pixel (see `wide`).
     #[cfg(target_arch = "x86_64")]
-    if wide::conv2d(src, h, w, cin, dst, oh, ow, cout, k, pad, p, win) {
+    if wide::conv2d(src, dst, &g, p) {
         return;
     }
     // Cortex-M: receptive fields too large for `packed`; one channel at a time keeps this
     // rarely used path small.
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    packed::direct(src, h, w, cin, dst, oh, ow, cout, k, pad, p, win);
+    packed::direct(src, dst, &g, p, win);
     // One dot product per channel: on 64-bit desktop targets a compile-time-length one for
     // common receptive fields, which the compiler vectorizes into `pmaddwd` chains (blocking
     // several channels or pixels per pass defeats its vectorizer).
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     with_dot!(kkc, dot => {
-        let mut pixels = dst.chunks_exact_mut(cout);
-        for oy in 0..oh {
-            for ox in 0..ow {
+        let mut pixels = dst.chunks_exact_mut(g.cout);
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
                 let Some(px) = pixels.next() else { return };
-                gather(win, src, h, w, cin, k, pad, oy, ox);
+                gather(win, src, &g, oy, ox, |v| v);
                 let win: &[u8] = win;
                 pixel_outputs(px, p, kkc, |wc| dot(win, wc));
             }
@@ -466,6 +497,16 @@ mod tests {
                 w: w as u16,
                 c: c as u16,
             };
+            let g = Geom {
+                h,
+                w,
+                cin,
+                oh,
+                ow,
+                cout,
+                k,
+                pad,
+            };
             let mut a = vec![0u8; oh * ow * cout];
             let mut win = vec![0u8; kkc];
             conv2d(
@@ -482,7 +523,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             {
                 let mut b = vec![2u8; oh * ow * cout];
-                let ran = wide::conv2d(&src, h, w, cin, &mut b, oh, ow, cout, k, pad, &p, &mut win);
+                let ran = wide::conv2d(&src, &mut b, &g, &p);
                 assert!(ran);
                 assert_eq!(a, b, "wide, shape {:?}", (h, w, cin, cout, k, pad));
             }
@@ -494,7 +535,7 @@ mod tests {
             }
             // The Cortex-M path for the receptive fields `packed` declines.
             let mut d = vec![2u8; oh * ow * cout];
-            packed::direct(&src, h, w, cin, &mut d, oh, ow, cout, k, pad, &p, &mut win);
+            packed::direct(&src, &mut d, &g, &p, &mut win);
             assert_eq!(a, d, "direct, shape {:?}", (h, w, cin, cout, k, pad));
             assert!(a.iter().any(|&v| v != 0 && v != 0x81 && v != 0x7f));
         }

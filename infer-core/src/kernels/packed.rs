@@ -6,7 +6,7 @@
 //! buffer; the activations are read from the input map in place (a receptive field row is
 //! contiguous in HWC order), so nothing is gathered or copied per output pixel.
 
-use super::{dot_i8, gather, KernelParams};
+use super::{dot_i8, gather, Geom, KernelParams};
 use crate::math::{chunk_i32, chunk_i64, ACT_MAX};
 
 /// Channel pairs per pass (4 output channels): four 64-bit accumulators, the activation
@@ -174,6 +174,9 @@ impl Requant {
 
 /// Runs the convolution (stride 1, zero padding) into `dst` unless the receptive field
 /// is larger than [`MAX_KKC`] (then returns `false`, having written nothing).
+///
+/// The shapes come as separate arguments, not as a [`Geom`]: with a `&Geom` the Cortex-M4
+/// build ran 0.5 % more instructions per digit (606,000 for `paper`) and 190 bytes more code.
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
 pub(super) fn conv2d(
@@ -319,28 +322,14 @@ fn run(out: &mut [u8], cout: usize, c0: usize, r: &Run<'_>, rq: &[Requant; 2 * P
 
 /// Convolution one output channel at a time, on receptive fields gathered into `win`
 /// (`k*k*cin` bytes): for those larger than [`MAX_KKC`].
-#[allow(clippy::too_many_arguments)]
 #[inline(never)]
-pub(super) fn direct(
-    src: &[u8],
-    h: usize,
-    w: usize,
-    cin: usize,
-    dst: &mut [u8],
-    oh: usize,
-    ow: usize,
-    cout: usize,
-    k: usize,
-    pad: usize,
-    p: &KernelParams<'_>,
-    win: &mut [u8],
-) {
-    let kkc = k * k * cin;
+pub(super) fn direct(src: &[u8], dst: &mut [u8], g: &Geom, p: &KernelParams<'_>, win: &mut [u8]) {
+    let (oh, ow, cout, kkc) = (g.oh, g.ow, g.cout, g.kkc());
     if cout == 0 || kkc == 0 {
         return;
     }
     for (i, px) in dst.chunks_exact_mut(cout).take(oh * ow).enumerate() {
-        gather(win, src, h, w, cin, k, pad, i / ow, i % ow);
+        gather(win, src, g, i / ow, i % ow, |v| v);
         for (c, (o, wc)) in px.iter_mut().zip(p.weights.chunks_exact(kkc)).enumerate() {
             *o = Requant::of(p, c).apply(dot_i8(win, wc));
         }
