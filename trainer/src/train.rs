@@ -100,6 +100,34 @@ pub struct EpochStats {
     pub images_per_s: f64,
 }
 
+impl EpochStats {
+    /// The training half of an epoch's metrics (test figures NaN until evaluated), from the
+    /// sum of per-image losses, the correct count and the images seen; one definition for
+    /// the CPU and GPU epoch loops.
+    pub(crate) fn training(
+        epoch: u32,
+        loss_sum: f64,
+        correct: usize,
+        seen: usize,
+        lr: f32,
+        lambda: f64,
+        seconds: f64,
+    ) -> Self {
+        let n = seen.max(1) as f64;
+        EpochStats {
+            epoch,
+            train_loss: loss_sum / n,
+            train_acc: 100.0 * correct as f64 / n,
+            test_loss: f64::NAN,
+            test_acc: f64::NAN,
+            lr,
+            lambda,
+            seconds,
+            images_per_s: seen as f64 / seconds,
+        }
+    }
+}
+
 /// The first line of a run's log: what the run is, so that tools reading only the log (`plot`,
 /// `report`) know its margin and schedule. Logs written before this line existed have none.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -337,17 +365,15 @@ impl Trainer {
             }
         }
         let seconds = start.elapsed().as_secs_f64();
-        Ok(EpochStats {
-            epoch: epoch + 1,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
-            test_loss: f64::NAN,
-            test_acc: f64::NAN,
+        Ok(EpochStats::training(
+            epoch + 1,
+            loss_sum,
+            correct,
+            seen,
             lr,
-            lambda: self.lambda.peek(),
+            self.lambda.peek(),
             seconds,
-            images_per_s: seen as f64 / seconds,
-        })
+        ))
     }
 }
 

@@ -265,17 +265,15 @@ impl Trainer {
         }
         g.net
             .download(&g.gpu, &mut self.net, &mut self.opt.buffers)?;
-        Ok(EpochStats {
-            epoch: epoch + 1,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
-            test_loss: f64::NAN,
-            test_acc: f64::NAN,
+        Ok(EpochStats::training(
+            epoch + 1,
+            loss_sum,
+            correct,
+            seen,
             lr,
-            lambda: self.lambda.peek(),
+            self.lambda.peek(),
             seconds,
-            images_per_s: seen as f64 / seconds,
-        })
+        ))
     }
 
     /// [`evaluate`](crate::train::evaluate) on the GPU (the test split uploaded by
