@@ -320,6 +320,10 @@ pub struct BenchArgs {
     /// the ratio. Uses PYTHON (default .cache/venv/bin/python, see bench/setup_python.sh).
     #[arg(long)]
     pub torch: bool,
+    /// Also print each layer's forward and backward time per step over the timed steps, with
+    /// the convolutions' GFLOP/s.
+    #[arg(long)]
+    pub layers: bool,
     /// Data location (real MNIST batches are used).
     #[command(flatten)]
     pub data: DataArgs,

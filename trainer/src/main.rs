@@ -438,6 +438,7 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
             Ok(())
         };
         run_steps(&mut t, a.warmup)?;
+        t.net.time_layers(a.layers);
         let start = Instant::now();
         run_steps(&mut t, a.steps)?;
         let secs = start.elapsed().as_secs_f64();
@@ -446,12 +447,75 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
             format!("{:.0} MiB", b as f64 / (1 << 20) as f64)
         });
         println!("  lsoftmax  batch {batch:>4}: {ips:8.1} images/s ({:.1} ms/step, peak RSS so far {rss})", 1000.0 * secs / a.steps as f64);
+        if a.layers {
+            print_layer_times(&t.net, batch, secs / a.steps as f64);
+        }
         ours.push((batch, ips));
     }
     if a.torch {
         torch_compare(&a, &ours)?;
     }
     Ok(())
+}
+
+/// Prints `bench --layers`: per layer, its forward and backward milliseconds per step (and
+/// the GFLOP/s of each convolution, forward and backward together), then the totals per kind
+/// of layer.
+fn print_layer_times(net: &lsoftmax_trainer::network::Network, batch: usize, step_secs: f64) {
+    use lsoftmax_trainer::layers::Layer;
+    println!(
+        "    {:>3} {:<22} {:>14} {:>9} {:>9} {:>9}",
+        "#", "layer", "output", "fwd ms", "bwd ms", "GFLOP/s"
+    );
+    let mut kinds: Vec<(&str, f64, f64)> = Vec::new();
+    for (i, (layer, t)) in net.layers.iter().zip(net.layer_times()).enumerate() {
+        let passes = f64::from(t.passes.max(1));
+        let (fwd, bwd) = (t.forward / passes, t.backward / passes);
+        let out = layer.out();
+        let (kind, name, flops) = match layer {
+            Layer::Conv(c) => {
+                let macs = (c.cout * c.cin * c.k * c.k * out.h * out.w * batch) as f64;
+                // Forward, weight gradient and (except below the input) input gradient.
+                let passes = if i > 0 { 3.0 } else { 2.0 };
+                let name = format!("conv {}->{} {}x{} pad {}", c.cin, c.cout, c.k, c.k, c.pad);
+                ("conv", name, Some(2.0 * macs * passes))
+            }
+            Layer::PRelu(_) => ("prelu", "prelu".to_string(), None),
+            Layer::BatchNorm(_) => ("batchnorm", "batchnorm".to_string(), None),
+            Layer::MaxPool(_) => ("maxpool", "maxpool 2x2".to_string(), None),
+            Layer::Flatten(_) => ("flatten", "flatten".to_string(), None),
+            Layer::Linear(l) => ("linear", format!("linear {}->{}", l.inp, l.outp), None),
+        };
+        let shape = format!("{}x{}x{}", out.c, out.h, out.w);
+        let rate = flops.map_or(String::new(), |f| format!("{:.0}", f / (fwd + bwd) / 1e9));
+        println!(
+            "    {i:>3} {name:<22} {shape:>14} {:>9.2} {:>9.2} {rate:>9}",
+            fwd * 1e3,
+            bwd * 1e3
+        );
+        match kinds.iter_mut().find(|k| k.0 == kind) {
+            Some(k) => {
+                k.1 += fwd;
+                k.2 += bwd;
+            }
+            None => kinds.push((kind, fwd, bwd)),
+        }
+    }
+    let mut layers_total = 0.0;
+    for (kind, f, b) in &kinds {
+        println!(
+            "    all {kind:<18} {:>9.1} ms forward {:>9.1} ms backward",
+            f * 1e3,
+            b * 1e3
+        );
+        layers_total += f + b;
+    }
+    println!(
+        "    feature layers {:.1} ms of the {:.1} ms step ({:.0} %); head, loss, SGD and batch assembly the rest",
+        layers_total * 1e3,
+        step_secs * 1e3,
+        100.0 * layers_total / step_secs
+    );
 }
 
 /// Runs a reference benchmark script under PYTHON (default `.cache/venv/bin/python`) and

@@ -18,6 +18,19 @@ pub struct Network {
     /// The L-Softmax head.
     pub head: LSoftmax,
     dfeat: Tensor,
+    /// Per-layer wall times, recorded while enabled by [`Network::time_layers`].
+    timing: Option<Vec<LayerTime>>,
+}
+
+/// Wall time spent in one feature layer, summed over the passes since timing was enabled.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LayerTime {
+    /// Seconds in forward passes.
+    pub forward: f64,
+    /// Seconds in backward passes.
+    pub backward: f64,
+    /// Forward passes timed.
+    pub passes: u32,
 }
 
 impl Network {
@@ -51,6 +64,7 @@ impl Network {
             layers,
             head,
             dfeat: Tensor::default(),
+            timing: None,
         })
     }
 
@@ -59,9 +73,26 @@ impl Network {
         for i in 0..self.layers.len() {
             let (before, rest) = self.layers.split_at_mut(i);
             let input = before.last().map(|l| l.out()).unwrap_or(x);
+            let start = self.timing.is_some().then(std::time::Instant::now);
             rest[0].forward(input, train);
+            if let (Some(t), Some(start)) = (self.timing.as_mut(), start) {
+                t[i].forward += start.elapsed().as_secs_f64();
+                t[i].passes += 1;
+            }
         }
         self.layers.last().map(|l| l.out()).unwrap_or(x)
+    }
+
+    /// Starts (or restarts from zero) recording every feature layer's forward and backward wall
+    /// time, for `bench --layers`; `false` stops it.
+    pub fn time_layers(&mut self, on: bool) {
+        self.timing = on.then(|| vec![LayerTime::default(); self.layers.len()]);
+    }
+
+    /// The times recorded since [`time_layers`](Self::time_layers)`(true)`, one per feature
+    /// layer; empty when timing is off.
+    pub fn layer_times(&self) -> &[LayerTime] {
+        self.timing.as_deref().unwrap_or(&[])
     }
 
     /// Evaluation-mode logits `[N][classes]`.
@@ -95,7 +126,11 @@ impl Network {
             let (cur, after) = rest.split_first_mut().expect("index in range");
             let input = before.last().map(|l| l.out()).unwrap_or(x);
             let dy = after.first().map(|l| l.dx()).unwrap_or(&self.dfeat);
+            let start = self.timing.is_some().then(std::time::Instant::now);
             cur.backward(input, dy, i > 0);
+            if let (Some(t), Some(start)) = (self.timing.as_mut(), start) {
+                t[i].backward += start.elapsed().as_secs_f64();
+            }
         }
     }
 
@@ -289,5 +324,44 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn layer_timing_records_every_layer_and_leaves_results_alone() {
+        let spec = ArchSpec::preset("tiny").unwrap();
+        let [c, h, w] = spec.input;
+        let n = 4;
+        let x = Tensor {
+            c,
+            n,
+            h,
+            w,
+            data: gradcheck::random(n * c * h * w, 3),
+        };
+        let targets: Vec<u8> = (0..n as u8).collect();
+        let mut plain = Network::new(&spec, 2, 1).unwrap();
+        let mut timed = plain.clone();
+        assert!(timed.layer_times().is_empty());
+        timed.time_layers(true);
+        let mut grads = Vec::new();
+        for net in [&mut plain, &mut timed] {
+            let l = net.forward_train(&x, &targets, 0.5).to_vec();
+            let mut dl = Vec::new();
+            softmax_cross_entropy(&l, 10, &targets, &mut dl);
+            net.backward(&x, &dl);
+            grads.push(
+                net.params()
+                    .iter()
+                    .map(|p| p.grad.to_vec())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(grads[0], grads[1]);
+        let times = timed.layer_times();
+        assert_eq!(times.len(), timed.layers.len());
+        assert!(times.iter().all(|t| t.passes == 1));
+        assert!(times.iter().any(|t| t.forward > 0.0 && t.backward > 0.0));
+        timed.time_layers(false);
+        assert!(timed.layer_times().is_empty());
     }
 }
