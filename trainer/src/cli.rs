@@ -160,7 +160,7 @@ pub struct TrainArgs {
     /// Random seed (initialisation and shuffling).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Run directory for checkpoint.bin and log.jsonl (default: runs/<preset>-m<margin>).
+    /// Run directory for checkpoint.bin and log.jsonl (default: `runs/<preset>-m<margin>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in --out from its checkpoint (bit-exact); --epochs may extend it.
@@ -399,11 +399,11 @@ pub struct VisualizeArgs {
     /// Use only the first N test images for the figure and the statistics.
     #[arg(long)]
     pub test_limit: Option<usize>,
-    /// Directory holding each margin's run (fig2-m<k>/checkpoint.bin and log.jsonl); a
+    /// Directory holding each margin's run (`fig2-m<k>/checkpoint.bin` and log.jsonl); a
     /// finished run of the same configuration there is reused instead of retrained.
     #[arg(long, default_value = "runs/visualize")]
     pub runs_dir: PathBuf,
-    /// Output PNG; the angle table is written beside it as <stem>-angles.md.
+    /// Output PNG; the angle table is written beside it as `<stem>-angles.md`.
     #[arg(long, default_value = "docs/results/fig2.png")]
     pub out: PathBuf,
     /// Train again even when a finished run exists in --runs-dir.
