@@ -99,11 +99,13 @@ if [[ $FORCE == 1 && -d "$VENV" ]]; then
   rm -rf "$VENV"
 fi
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), "need Python >= 3.10"'
-free_gb=$(df -Pk "$(dirname "$VENV")" 2>/dev/null | awk 'NR==2 {print int($4/1048576)}')
+# The folder first: on a fresh checkout .cache does not exist, and `df` of a missing path
+# fails (which, under pipefail, ended the script without a word).
+mkdir -p "$(dirname "$VENV")"
+free_gb=$(df -Pk "$(dirname "$VENV")" 2>/dev/null | awk 'NR==2 {print int($4/1048576)}' || true)
 if [[ -n "${free_gb:-}" && "$free_gb" -lt 6 ]]; then
   echo "setup_python: warning: only ${free_gb} GiB free; the venv needs about 3.7 GiB" >&2
 fi
-mkdir -p "$(dirname "$VENV")"
 if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
