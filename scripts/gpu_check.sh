@@ -6,8 +6,8 @@
 #   bash scripts/gpu_check.sh            # about 2-4 minutes
 #
 # 1. `lsoftmax gpu-check`: every kernel's forward and backward against the CPU layers on random
-#    inputs (fp32, normalised error <= 1e-4), 3 training steps of `tiny` and `paper` from identical
-#    weights on both devices (losses, weights, running statistics, gradients, momentum), and the
+#    inputs (fp32, normalised error <= 1e-4), 3 training steps of `tiny` and `paper`, each started
+#    on the GPU from the CPU's state (losses, weights, running statistics, gradients, momentum), and the
 #    GPU speed of `paper` at batch 256;
 # 2. a short `train --device cuda` run (tiny, 2 epochs on 6000 images, stopped after one and
 #    resumed), then its checkpoint evaluated on the CPU: the accuracy must match the GPU's;
