@@ -24,6 +24,8 @@ LSOFTMAX_INSTALL_NVCC=1 bash scripts/check_ptx.sh
 echo "== CUDA: cargo build --features cuda, linked against a stub libcuda (separate target dir)"
 bash scripts/cuda_stub.sh >/dev/null
 CUDA_LIBRARY_PATH="$PWD/.cache/cuda-stub" cargo build --release --features cuda -p lsoftmax-trainer --target-dir target/cuda
+echo "== CUDA: cargo clippy --features cuda (the GPU backend's code is not compiled without it)"
+CUDA_LIBRARY_PATH="$PWD/.cache/cuda-stub" cargo clippy --release --features cuda -p lsoftmax-trainer --all-targets --target-dir target/cuda -- -D warnings
 echo "== CUDA: every kernel against the CPU layers and 3 training steps, run on the CPU through an emulated libcuda"
 bash scripts/cuda_emu.sh >/dev/null
 LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" target/cuda/release/lsoftmax gpu-check --quick
