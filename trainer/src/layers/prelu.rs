@@ -65,33 +65,34 @@ impl PRelu {
         assert_eq!(x.shape(), dy.shape(), "PReLU gradient shape");
         let row = x.row();
         let slopes: Vec<f32> = (0..x.c).map(|c| self.slope(c)).collect();
-        let per_channel: Vec<f64> = x
-            .data
-            .par_chunks(row)
-            .zip(dy.data.par_chunks(row))
-            .map(|(x, dy)| {
-                reduce::sum_zip(x, dy, |x, g| if x <= 0.0 { (x * g) as f64 } else { 0.0 })
-            })
-            .collect();
-        if self.slopes.len() == 1 {
-            self.dslopes[0] = per_channel.iter().sum::<f64>() as f32;
-        } else {
-            for (d, s) in self.dslopes.iter_mut().zip(&per_channel) {
-                *d = *s as f32;
-            }
-        }
-        if need_dx {
+        let slope_term = |x: f32, g: f32| if x <= 0.0 { (x * g) as f64 } else { 0.0 };
+        let per_channel: Vec<f64> = if need_dx {
+            // The input gradient and the slope gradient's sums in one pass over x and dy.
             self.dx.reset(x.c, x.n, x.h, x.w);
             self.dx
                 .data
                 .par_chunks_mut(row)
                 .zip(x.data.par_chunks(row).zip(dy.data.par_chunks(row)))
                 .zip(slopes.par_iter())
-                .for_each(|((dx, (x, dy)), &a)| {
-                    for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                        *d = if x > 0.0 { g } else { a * g };
-                    }
-                });
+                .map(|((dx, (x, dy)), &a)| {
+                    reduce::sum_zip_write(x, dy, dx, |x, g| {
+                        (if x > 0.0 { g } else { a * g }, slope_term(x, g))
+                    })
+                })
+                .collect()
+        } else {
+            x.data
+                .par_chunks(row)
+                .zip(dy.data.par_chunks(row))
+                .map(|(x, dy)| reduce::sum_zip(x, dy, slope_term))
+                .collect()
+        };
+        if self.slopes.len() == 1 {
+            self.dslopes[0] = per_channel.iter().sum::<f64>() as f32;
+        } else {
+            for (d, s) in self.dslopes.iter_mut().zip(&per_channel) {
+                *d = *s as f32;
+            }
         }
     }
 }
