@@ -723,6 +723,7 @@ fn check_steps(
     g.reserve_slots(steps)?;
     let mut cpu_secs = 0.0;
     for s in 0..steps {
+        let lambda = gpu_t.lambda.step();
         // The GPU starts this step from the CPU's state (see above).
         let g = gpu_t.gpu.as_mut().expect("attached");
         g.net.upload(&g.gpu, &cpu.net, &cpu.opt.buffers)?;
@@ -732,8 +733,6 @@ fn check_steps(
         let cpu_start = Instant::now();
         let cpu_loss = cpu.step(&images, &labels, lr)?.0;
         cpu_secs += cpu_start.elapsed().as_secs_f64();
-        let lambda = gpu_t.lambda.step();
-        let g = gpu_t.gpu.as_mut().expect("attached");
         g.step(s * batch, batch, lambda, lr, mom, wd, s)?;
         let (loss, _) = g.slot_result(s)?;
         rep.add(

@@ -64,10 +64,10 @@ impl PRelu {
     pub fn backward(&mut self, x: &Tensor, dy: &Tensor, need_dx: bool) {
         assert_eq!(x.shape(), dy.shape(), "PReLU gradient shape");
         let row = x.row();
-        let slopes: Vec<f32> = (0..x.c).map(|c| self.slope(c)).collect();
         let slope_term = |x: f32, g: f32| if x <= 0.0 { (x * g) as f64 } else { 0.0 };
         let per_channel: Vec<f64> = if need_dx {
             // The input gradient and the slope gradient's sums in one pass over x and dy.
+            let slopes: Vec<f32> = (0..x.c).map(|c| self.slope(c)).collect();
             self.dx.reset(x.c, x.n, x.h, x.w);
             self.dx
                 .data
