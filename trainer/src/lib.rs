@@ -15,6 +15,7 @@ pub mod cuda;
 pub mod deploy;
 pub mod firmware_data;
 pub mod gemm;
+pub mod gemm512;
 #[cfg(test)]
 pub(crate) mod gradcheck;
 pub mod lambda;

@@ -62,7 +62,7 @@ pub fn find_k(m: u32, c: f64) -> u32 {
 pub fn psi(m: u32, c: f64) -> (f64, f64) {
     let k = find_k(m, c);
     let (t, dt) = cos_m_theta(m, c);
-    let sign = if k % 2 == 0 { 1.0 } else { -1.0 };
+    let sign = if k.is_multiple_of(2) { 1.0 } else { -1.0 };
     (sign * t - 2.0 * k as f64, sign * dt)
 }
 

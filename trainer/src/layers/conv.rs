@@ -1,5 +1,7 @@
 //! 2-d convolution (square kernel, zero padding, stride 1, bias) by im2col + SGEMM, on
-//! channel-major `[C, N, H, W]` tensors.
+//! channel-major `[C, N, H, W]` tensors; on AVX-512 CPUs the larger layers instead take the
+//! implicit-GEMM path of [`implicit`], which reads a zero-padded copy of the input in place
+//! of the unfolded matrix and multiplies with the kernels of [`crate::gemm512`].
 //!
 //! The batch is cut into chunks of whole images ([`batch_chunks`]); each rayon task unfolds its
 //! chunk into a thread-local column buffer and multiplies it by the weights with a single-threaded
@@ -11,10 +13,13 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::gemm::{gemm_raw, Mat};
+use crate::gemm512;
 use crate::par::{batch_chunks, SharedMut};
 use crate::reduce;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+
+mod implicit;
 
 /// Columns (images x output pixels) per chunk: large enough for an efficient SGEMM, small enough
 /// that the column buffer (up to 576 x 512 floats) stays near the core's L2 cache. Measured on
@@ -28,11 +33,18 @@ const TARGET_COLS: usize = 512;
 /// for it (`cout * k * k` rows) cost 3 % of a training step.
 const SCATTER_DX_MAX_CIN: usize = 4;
 
+/// Fewest kernel taps (`cin * k * k`) for the implicit-GEMM path (see [`Conv2d::implicit`]).
+const IMPLICIT_MIN_TAPS: usize = 64;
+
+/// Fewest output pixels per image for the implicit-GEMM path.
+const IMPLICIT_MIN_PLANE: usize = 100;
+
 /// Number of groups whose weight-gradient partial sums are added in a fixed order.
 const WEIGHT_GRAD_GROUPS: usize = 8;
 
 thread_local! {
     static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static AUX: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on this thread's column buffer, at least `len` long. The buffer only ever grows, so
@@ -44,6 +56,17 @@ fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
             cols.resize(len, 0.0);
         }
         f(&mut cols[..len])
+    })
+}
+
+/// Like [`with_cols`], with a second buffer at least `aux_len` long beside the first.
+fn with_cols_aux<R>(len: usize, aux_len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    AUX.with(|aux| {
+        let mut aux = aux.borrow_mut();
+        if aux.len() < aux_len {
+            aux.resize(aux_len, 0.0);
+        }
+        with_cols(len, |cols| f(cols, &mut aux[..aux_len]))
     })
 }
 
@@ -104,6 +127,15 @@ impl Conv2d {
         (h + 2 * self.pad + 1 - self.k, w + 2 * self.pad + 1 - self.k)
     }
 
+    /// Whether this layer runs on the AVX-512 implicit-GEMM path ([`implicit`]) for an
+    /// `ho x wo` output: on AVX-512 CPUs, for kernels with at least [`IMPLICIT_MIN_TAPS`]
+    /// taps and outputs of at least [`IMPLICIT_MIN_PLANE`] pixels. Below those, im2col +
+    /// OpenBLAS measured as fast or faster (`paper`'s first convolution, with 9 taps, and its
+    /// 6x6 layers, where the padding columns are a third of the work).
+    fn implicit(&self, ho: usize, wo: usize) -> bool {
+        gemm512::enabled() && self.rows() >= IMPLICIT_MIN_TAPS && ho * wo >= IMPLICIT_MIN_PLANE
+    }
+
     fn rows(&self) -> usize {
         self.cin * self.k * self.k
     }
@@ -120,6 +152,32 @@ impl Conv2d {
         let out = SharedMut::new(&mut self.out.data);
         let chunks = batch_chunks(n, plane_o, TARGET_COLS);
         let this = &*self;
+        if self.implicit(ho, wo) {
+            chunks.par_iter().for_each(|&(n0, n1)| {
+                let len = implicit::padded_len(x.c, n1 - n0, h, w, this.pad);
+                let scratch = implicit::convolve_scratch(this.cout, ho, w + this.pad);
+                with_cols_aux(len, scratch, |buf, acc| {
+                    let p = implicit::Padded::new(x, this.pad, n0, n1, buf);
+                    // SAFETY: this chunk writes only images n0..n1 of `out`; chunks are
+                    // disjoint.
+                    unsafe {
+                        implicit::convolve(
+                            &p,
+                            this.cin,
+                            &this.weight,
+                            Some(&this.bias),
+                            this.cout,
+                            this.k,
+                            (n0, n1),
+                            &out,
+                            row_o,
+                            acc,
+                        );
+                    }
+                });
+            });
+            return &self.out;
+        }
         chunks.par_iter().for_each(|&(n0, n1)| {
             let ncols = (n1 - n0) * plane_o;
             with_cols(rows * ncols, |cols| {
@@ -186,6 +244,8 @@ impl Conv2d {
         partials.resize_with(groups.len(), Vec::new);
         let this = &*self;
         let pad_t = this.k - 1 - this.pad;
+        // The implicit-GEMM path keeps each group's weight gradient transposed, [rows][cout].
+        let fast = this.implicit(ho, wo);
         partials
             .par_iter_mut()
             .zip(&groups)
@@ -194,21 +254,31 @@ impl Conv2d {
                 dw.resize(this.cout * rows, 0.0);
                 for &(n0, n1) in group.iter() {
                     let ncols = (n1 - n0) * plane_o;
-                    let dy_chunk = Mat::strided(&dy.data[n0 * plane_o..], this.cout, ncols, row_o);
-                    with_cols(rows * ncols, |cols| {
-                        im2col(x, this.k, this.pad, n0, n1, cols);
-                        // SAFETY: `dw` is this group's own cout x rows buffer.
-                        unsafe {
-                            gemm_raw(
-                                1.0,
-                                dy_chunk,
-                                Mat::new(cols, rows, ncols).t(),
-                                1.0,
-                                dw.as_mut_ptr(),
-                                rows,
-                            );
-                        }
-                    });
+                    if fast {
+                        let len = implicit::padded_len(x.c, n1 - n0, h, w, this.pad);
+                        let scratch = implicit::weight_grad_scratch(this.cout, ho, w + this.pad);
+                        with_cols_aux(len, scratch, |buf, dyt| {
+                            let p = implicit::Padded::new(x, this.pad, n0, n1, buf);
+                            implicit::weight_grad(&p, this.cin, this.k, dy, (n0, n1), dw, dyt);
+                        });
+                    } else {
+                        let dy_rows = &dy.data[n0 * plane_o..];
+                        let dy_chunk = Mat::strided(dy_rows, this.cout, ncols, row_o);
+                        with_cols(rows * ncols, |cols| {
+                            im2col(x, this.k, this.pad, n0, n1, cols);
+                            // SAFETY: `dw` is this group's own cout x rows buffer.
+                            unsafe {
+                                gemm_raw(
+                                    1.0,
+                                    dy_chunk,
+                                    Mat::new(cols, rows, ncols).t(),
+                                    1.0,
+                                    dw.as_mut_ptr(),
+                                    rows,
+                                );
+                            }
+                        });
+                    }
                     if need_dx && this.cin <= SCATTER_DX_MAX_CIN {
                         for ci in 0..this.cin {
                             for img in n0..n1 {
@@ -218,6 +288,28 @@ impl Conv2d {
                                 this.scatter_dx(dy, img, ci, h, w, dst);
                             }
                         }
+                    } else if need_dx && fast {
+                        let len = implicit::padded_len(dy.c, n1 - n0, ho, wo, pad_t);
+                        let scratch = implicit::convolve_scratch(this.cin, h, wo + pad_t);
+                        with_cols_aux(len, scratch, |buf, acc| {
+                            let p = implicit::Padded::new(dy, pad_t, n0, n1, buf);
+                            // SAFETY: this chunk writes only images n0..n1 of dx; chunks are
+                            // disjoint.
+                            unsafe {
+                                implicit::convolve(
+                                    &p,
+                                    this.cout,
+                                    &flipped,
+                                    None,
+                                    this.cin,
+                                    this.k,
+                                    (n0, n1),
+                                    &dxp,
+                                    n * h * w,
+                                    acc,
+                                );
+                            }
+                        });
                     } else if need_dx {
                         let ncols_in = (n1 - n0) * h * w;
                         with_cols(rows_t * ncols_in, |cols| {
@@ -239,11 +331,25 @@ impl Conv2d {
                     }
                 }
             });
-        self.dweight.fill(0.0);
-        for p in &partials {
-            for (a, b) in self.dweight.iter_mut().zip(p) {
+        // Group partial sums are added in group order, then (implicit path) transposed once.
+        let Some((first, rest)) = partials.split_first_mut() else {
+            self.dweight.fill(0.0);
+            self.dbias.fill(0.0);
+            return;
+        };
+        for p in rest.iter() {
+            for (a, b) in first.iter_mut().zip(p) {
                 *a += b;
             }
+        }
+        if fast {
+            for (r, prow) in first.chunks_exact(self.cout).enumerate() {
+                for (co, &v) in prow.iter().enumerate() {
+                    self.dweight[co * rows + r] = v;
+                }
+            }
+        } else {
+            self.dweight.copy_from_slice(first);
         }
         self.partials = partials;
         let dbias: Vec<f32> = (0..self.cout)
@@ -302,12 +408,6 @@ impl Conv2d {
     }
 }
 
-/// Unfolds images `n0..n1` of `x` into `cols[(c, ky, kx)][(image, oy, ox)]` for a `k x k`
-/// kernel with zero padding `pad` and stride 1.
-///
-/// When the output has the input's width ("same" padding), the rows of one kernel tap are the
-/// input plane shifted by a constant offset, so each plane is one block copy followed by zeroing
-/// the few columns that wrapped around a row end; otherwise rows are copied one by one.
 /// Zeroes a slice that is usually only the padding width long (0 to 2 values): stores inline
 /// for the short cases instead of a `memset` call per image row, which showed up at ~4 % of a
 /// training step.
@@ -324,6 +424,12 @@ fn zero_short(s: &mut [f32]) {
     }
 }
 
+/// Unfolds images `n0..n1` of `x` into `cols[(c, ky, kx)][(image, oy, ox)]` for a `k x k`
+/// kernel with zero padding `pad` and stride 1.
+///
+/// When the output has the input's width ("same" padding), the rows of one kernel tap are the
+/// input plane shifted by a constant offset, so each plane is one block copy followed by zeroing
+/// the few columns that wrapped around a row end; otherwise rows are copied one by one.
 fn im2col(x: &Tensor, k: usize, pad: usize, n0: usize, n1: usize, cols: &mut [f32]) {
     let (h, w) = (x.h, x.w);
     let (ho, wo) = (h + 2 * pad + 1 - k, w + 2 * pad + 1 - k);
@@ -450,17 +556,46 @@ mod tests {
         }
     }
 
+    /// Shapes above the implicit-GEMM thresholds (at least 64 taps, 100 output pixels), so
+    /// that on AVX-512 machines they take that path: same and valid padding, 3x3 and 5x5,
+    /// output channels that do not fill a tile, input channels on both sides of
+    /// `SCATTER_DX_MAX_CIN`.
+    const IMPLICIT_SHAPES: [(usize, usize, usize, usize, usize, usize); 4] = [
+        (8, 5, 3, 1, 3, 12),
+        (3, 9, 5, 2, 2, 10),
+        (8, 3, 3, 0, 2, 12),
+        (9, 17, 3, 1, 2, 10),
+    ];
+
+    #[test]
+    fn implicit_path_matches_direct_convolution() {
+        for &(cin, cout, k, pad, n, h) in &IMPLICIT_SHAPES {
+            let mut conv = Conv2d::new(cin, cout, k, pad, &mut Rng::new(11));
+            let (ho, wo) = conv.out_hw(h, h);
+            assert_eq!(conv.implicit(ho, wo), gemm512::enabled());
+            let x = input(cin, n, h, h, 12);
+            let want = naive(&conv, &x);
+            let got = conv.forward(&x).clone();
+            for (a, b) in got.data.iter().zip(&want.data) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+    }
+
     #[test]
     fn gradients_match_finite_differences() {
         // Up to SCATTER_DX_MAX_CIN input channels the input gradient is scattered directly;
-        // above, it is an SGEMM: both are checked.
-        for &(cin, cout, k, pad, n, h) in &[
+        // above, it is an SGEMM: both are checked, on the im2col path and (on AVX-512
+        // machines) the implicit one.
+        let mut shapes = vec![
             (2, 3, 3, 1, 3, 5),
             (1, 2, 3, 0, 2, 6),
             (2, 2, 5, 2, 2, 4),
             (5, 2, 3, 1, 2, 5),
             (6, 3, 3, 0, 2, 6),
-        ] {
+        ];
+        shapes.extend_from_slice(&IMPLICIT_SHAPES);
+        for &(cin, cout, k, pad, n, h) in &shapes {
             let mut conv = Conv2d::new(cin, cout, k, pad, &mut Rng::new(3));
             let mut x = input(cin, n, h, h, 4);
             let (ho, wo) = conv.out_hw(h, h);

@@ -35,17 +35,25 @@ impl MaxPool2 {
             .zip(x.data.par_chunks(h * w))
             .for_each(|((y, arg), x)| {
                 for oy in 0..ho {
-                    for ox in 0..wo {
-                        let i = 2 * oy * w + 2 * ox;
-                        let cand = [x[i], x[i + 1], x[i + w], x[i + w + 1]];
-                        let mut best = 0;
-                        for j in 1..4 {
-                            if cand[j] > cand[best] {
-                                best = j;
-                            }
+                    let (top, bottom) = (&x[2 * oy * w..][..w], &x[(2 * oy + 1) * w..][..w]);
+                    let outs = y[oy * wo..][..wo].iter_mut().zip(&mut arg[oy * wo..][..wo]);
+                    for (ox, (y, arg)) in outs.enumerate() {
+                        // Branch-free (the winner is data-dependent, so branches mispredict):
+                        // a later candidate wins only if strictly greater.
+                        let cand = [
+                            top[2 * ox],
+                            top[2 * ox + 1],
+                            bottom[2 * ox],
+                            bottom[2 * ox + 1],
+                        ];
+                        let (mut best, mut at) = (cand[0], 0u8);
+                        for (j, &v) in cand.iter().enumerate().skip(1) {
+                            let wins = v > best;
+                            best = if wins { v } else { best };
+                            at = if wins { j as u8 } else { at };
                         }
-                        y[oy * wo + ox] = cand[best];
-                        arg[oy * wo + ox] = best as u8;
+                        *y = best;
+                        *arg = at;
                     }
                 }
             });
