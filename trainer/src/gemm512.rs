@@ -120,8 +120,9 @@ pub unsafe fn gemm_rows(
 ///
 /// # Safety
 /// [`enabled`] must be true; each `w[i]` must be readable for `offsets.len()` floats; `input`
-/// must be readable at `offsets[t] + l` for every `t` and `l < NR`; each `c[i]` for
-/// `i < rows` must be readable and writable for `NR` floats, touched by no other thread.
+/// must be readable at `offsets[t] + l` for every `t` and `l < SHIFT_NR`; each `c[i]` for
+/// `i < rows` must be readable and writable for `SHIFT_NR` floats, touched by no other
+/// thread.
 pub unsafe fn shifted_tile(
     w: [*const f32; MR],
     offsets: &[u32],

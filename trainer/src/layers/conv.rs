@@ -70,6 +70,21 @@ fn with_cols_aux<R>(len: usize, aux_len: usize, f: impl FnOnce(&mut [f32], &mut 
     })
 }
 
+/// Runs `f` on a zero-padded copy of images `n0..n1` of `x` ([`implicit::Padded`]) and on
+/// `scratch` more floats, both in this thread's reusable buffers.
+fn with_padded<R>(
+    x: &Tensor,
+    pad: usize,
+    (n0, n1): (usize, usize),
+    scratch: usize,
+    f: impl FnOnce(&implicit::Padded<'_>, &mut [f32]) -> R,
+) -> R {
+    let len = implicit::padded_len(x.c, n1 - n0, x.h, x.w, pad);
+    with_cols_aux(len, scratch, |buf, aux| {
+        f(&implicit::Padded::new(x, pad, n0, n1, buf), aux)
+    })
+}
+
 /// A convolution layer with its parameters, gradients and reusable buffers.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
@@ -154,15 +169,13 @@ impl Conv2d {
         let this = &*self;
         if self.implicit(ho, wo) {
             chunks.par_iter().for_each(|&(n0, n1)| {
-                let len = implicit::padded_len(x.c, n1 - n0, h, w, this.pad);
-                let scratch = implicit::convolve_scratch(this.cout, ho, w + this.pad);
-                with_cols_aux(len, scratch, |buf, acc| {
-                    let p = implicit::Padded::new(x, this.pad, n0, n1, buf);
+                let scratch = implicit::convolve_scratch(this.cout, x, this.pad, this.k);
+                with_padded(x, this.pad, (n0, n1), scratch, |p, acc| {
                     // SAFETY: this chunk writes only images n0..n1 of `out`; chunks are
                     // disjoint.
                     unsafe {
                         implicit::convolve(
-                            &p,
+                            p,
                             this.cin,
                             &this.weight,
                             Some(&this.bias),
@@ -255,11 +268,9 @@ impl Conv2d {
                 for &(n0, n1) in group.iter() {
                     let ncols = (n1 - n0) * plane_o;
                     if fast {
-                        let len = implicit::padded_len(x.c, n1 - n0, h, w, this.pad);
-                        let scratch = implicit::weight_grad_scratch(this.cout, ho, w + this.pad);
-                        with_cols_aux(len, scratch, |buf, dyt| {
-                            let p = implicit::Padded::new(x, this.pad, n0, n1, buf);
-                            implicit::weight_grad(&p, this.cin, this.k, dy, (n0, n1), dw, dyt);
+                        let scratch = implicit::weight_grad_scratch(this.cout, x, this.pad, this.k);
+                        with_padded(x, this.pad, (n0, n1), scratch, |p, dyt| {
+                            implicit::weight_grad(p, this.cin, this.k, dy, (n0, n1), dw, dyt);
                         });
                     } else {
                         let dy_rows = &dy.data[n0 * plane_o..];
@@ -289,15 +300,13 @@ impl Conv2d {
                             }
                         }
                     } else if need_dx && fast {
-                        let len = implicit::padded_len(dy.c, n1 - n0, ho, wo, pad_t);
-                        let scratch = implicit::convolve_scratch(this.cin, h, wo + pad_t);
-                        with_cols_aux(len, scratch, |buf, acc| {
-                            let p = implicit::Padded::new(dy, pad_t, n0, n1, buf);
+                        let scratch = implicit::convolve_scratch(this.cin, dy, pad_t, this.k);
+                        with_padded(dy, pad_t, (n0, n1), scratch, |p, acc| {
                             // SAFETY: this chunk writes only images n0..n1 of dx; chunks are
                             // disjoint.
                             unsafe {
                                 implicit::convolve(
-                                    &p,
+                                    p,
                                     this.cout,
                                     &flipped,
                                     None,

@@ -187,10 +187,16 @@ pub(super) unsafe fn convolve(
     }
 }
 
-/// Scratch floats [`convolve`] needs for `cout` output channels of `ho` rows of `wp`
-/// positions.
-pub(super) fn convolve_scratch(cout: usize, ho: usize, wp: usize) -> usize {
-    cout * (ho * wp).div_ceil(SHIFT_NR) * SHIFT_NR
+/// Output positions per image (`ho` rows of `wp`) of a `k x k` convolution of an input shaped
+/// like `x` padded by `pad`, as [`Padded`] lays them out.
+fn positions(x: &Tensor, pad: usize, k: usize) -> usize {
+    (x.h + 2 * pad + 1 - k) * (x.w + pad)
+}
+
+/// Scratch floats [`convolve`] needs for `cout` output channels of a `k x k` convolution of
+/// an input shaped like `x` padded by `pad`.
+pub(super) fn convolve_scratch(cout: usize, x: &Tensor, pad: usize, k: usize) -> usize {
+    cout * positions(x, pad, k).div_ceil(SHIFT_NR) * SHIFT_NR
 }
 
 /// Adds the weight gradient of images `n0..n1` to `dwt`, stored transposed:
@@ -213,15 +219,15 @@ pub(super) fn weight_grad(
     let taps = channels * k * k;
     assert_eq!(dwt.len(), taps * cout, "weight gradient buffer");
     let offsets = p.tap_offsets(channels, k);
+    assert!(
+        offsets.last().map_or(0, |&o| o as usize) + positions <= p.image,
+        "a row would read past its image's copy"
+    );
     let len = gemm512::packed_len(positions, cout);
     let dyt = &mut dyt[..len];
     for (b, img) in (n0..n1).enumerate() {
         pack_output_grad(dy, img, p.wp, dyt);
         let image = &p.data[b * p.image..(b + 1) * p.image];
-        assert!(
-            offsets.last().map_or(0, |&o| o as usize) + positions <= image.len(),
-            "a row would read past its image's copy"
-        );
         let a_rows: Vec<*const f32> = offsets
             .iter()
             .map(|&o| image[o as usize..].as_ptr())
@@ -252,8 +258,8 @@ pub(super) fn pack_output_grad(dy: &Tensor, img: usize, wp: usize, dyt: &mut [f3
     }
 }
 
-/// Scratch floats [`weight_grad`] needs for an output gradient of `cout x ho x wo` per image
-/// with padded width `wp`.
-pub(super) fn weight_grad_scratch(cout: usize, ho: usize, wp: usize) -> usize {
-    gemm512::packed_len(ho * wp, cout)
+/// Scratch floats [`weight_grad`] needs for `cout` output channels of a `k x k` convolution
+/// of an input shaped like `x` padded by `pad`.
+pub(super) fn weight_grad_scratch(cout: usize, x: &Tensor, pad: usize, k: usize) -> usize {
+    gemm512::packed_len(positions(x, pad, k), cout)
 }
