@@ -42,6 +42,7 @@ fn train_tiny_export_and_run_on_infer_core() {
         &RunOptions {
             progress: false,
             stop_after: None,
+            precise_bn: 0,
         },
     )
     .unwrap()

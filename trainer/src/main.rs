@@ -212,6 +212,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     let opts = RunOptions {
         progress: !a.quiet,
         stop_after: a.stop_after,
+        precise_bn: a.precise_bn,
     };
     if let Some(eval) = train::run(&mut trainer, &data, &dir, &opts)? {
         println!(
@@ -304,12 +305,24 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         .expect("clap requires --checkpoint or --model");
     let ck = Checkpoint::load(path)?;
     let epochs = ck.epochs_done;
+    let batch = ck.config.batch;
     let t = Trainer::from_checkpoint(ck)?;
     let mut net = t.net;
     let data = load_data(&a.data)?;
+    let mut stats_note = String::new();
+    if a.recompute_bn > 0 {
+        let n = a.recompute_bn.min(data.train.len());
+        if n < 2 {
+            bail!("--recompute-bn needs at least 2 training images, got {n}");
+        }
+        eprintln!("recomputing the BatchNorm statistics from {n} training images ...");
+        let used = train::recompute_bn(&mut net, &data.train, n, batch);
+        stats_note =
+            format!(", BatchNorm statistics recomputed from {n} training images ({used} batches)");
+    }
     let e = evaluate(&mut net, &data.test, None);
     println!(
-        "{} (m = {}) after {} epochs: test accuracy {:.2}% ({} images), loss {:.4}",
+        "{} (m = {}) after {} epochs: test accuracy {:.2}% ({} images), loss {:.4}{stats_note}",
         net.spec.name, net.head.margin, epochs, e.accuracy, e.count, e.loss
     );
     println!("confusion matrix (rows: true class, columns: predicted):");

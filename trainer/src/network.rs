@@ -95,6 +95,33 @@ impl Network {
         self.timing.as_deref().unwrap_or(&[])
     }
 
+    /// Recomputes every BatchNorm layer's running statistics from `batches` with the current
+    /// weights ("precise BN"): each batch goes through the feature layers in training mode and
+    /// the running mean and unbiased variance become the plain average over all batches, instead
+    /// of the momentum-0.1 average that training leaves behind (which lags the weights while they
+    /// still move fast, e.g. at lr 0.1 in the first epochs). Weights are untouched; every layer's
+    /// momentum is restored afterwards. Returns the number of batches used (0 leaves the
+    /// statistics as they were).
+    pub fn recompute_bn<I: IntoIterator<Item = Tensor>>(&mut self, batches: I) -> usize {
+        let mut count = 0usize;
+        for x in batches {
+            let momentum = 1.0 / (count + 1) as f32;
+            self.set_bn_momentum(momentum);
+            self.features(&x, true);
+            count += 1;
+        }
+        self.set_bn_momentum(crate::layers::batchnorm::MOMENTUM);
+        count
+    }
+
+    fn set_bn_momentum(&mut self, momentum: f32) {
+        for l in &mut self.layers {
+            if let Layer::BatchNorm(bn) = l {
+                bn.momentum = momentum;
+            }
+        }
+    }
+
     /// Evaluation-mode logits `[N][classes]`.
     pub fn logits(&mut self, x: &Tensor) -> Vec<f32> {
         let n = x.n;
@@ -363,5 +390,71 @@ mod tests {
         assert!(times.iter().any(|t| t.forward > 0.0 && t.backward > 0.0));
         timed.time_layers(false);
         assert!(timed.layer_times().is_empty());
+    }
+
+    #[test]
+    fn recompute_bn_averages_batch_statistics_and_restores_momentum() {
+        let spec = ArchSpec {
+            name: "bn".into(),
+            input: [1, 6, 6],
+            layers: vec![
+                LayerSpec::BatchNorm,
+                LayerSpec::Conv {
+                    out: 3,
+                    k: 3,
+                    pad: 1,
+                },
+                LayerSpec::PRelu { per_channel: false },
+                LayerSpec::BatchNorm,
+                LayerSpec::MaxPool2,
+                LayerSpec::Flatten,
+                LayerSpec::Linear { out: 4 },
+                LayerSpec::BatchNorm,
+            ],
+            classes: 10,
+        };
+        let [c, h, w] = spec.input;
+        let n = 5;
+        let batch = |seed: u64, offset: f32| Tensor {
+            c,
+            n,
+            h,
+            w,
+            data: gradcheck::random(n * c * h * w, seed)
+                .iter()
+                .map(|v| 3.0 * v + offset)
+                .collect(),
+        };
+        let (a, b) = (batch(7, 0.5), batch(8, -1.0));
+        let mut net = Network::new(&spec, 2, 3).unwrap();
+        let weights_before = net.state();
+        assert_eq!(net.recompute_bn([a.clone(), b.clone()]), 2);
+        // The first layer normalises the input itself: its statistics are exact averages.
+        let stats = |t: &Tensor| {
+            let m = t.data.iter().map(|&v| v as f64).sum::<f64>() / t.data.len() as f64;
+            let v = t.data.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>()
+                / (t.data.len() - 1) as f64;
+            (m, v)
+        };
+        let ((ma, va), (mb, vb)) = (stats(&a), stats(&b));
+        let Layer::BatchNorm(bn) = &net.layers[0] else {
+            unreachable!()
+        };
+        assert!((bn.running_mean[0] as f64 - (ma + mb) / 2.0).abs() < 1e-5);
+        assert!((bn.running_var[0] as f64 - (va + vb) / 2.0).abs() < 1e-4);
+        // Deeper layers' statistics changed too, the weights did not, momentum is back to 0.1.
+        let after = net.state();
+        for ((name, before), (_, now)) in weights_before.iter().zip(&after) {
+            if name.ends_with("running_mean") || name.ends_with("running_var") {
+                assert_ne!(before, now, "{name} not recomputed");
+            } else {
+                assert_eq!(before, now, "{name} changed");
+            }
+        }
+        for l in &net.layers {
+            if let Layer::BatchNorm(bn) = l {
+                assert_eq!(bn.momentum, crate::layers::batchnorm::MOMENTUM);
+            }
+        }
     }
 }

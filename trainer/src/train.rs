@@ -158,6 +158,14 @@ pub struct RunHeader {
     pub train_limit: Option<usize>,
     /// Test images evaluated (None: all).
     pub test_limit: Option<usize>,
+    /// Training images from which the BatchNorm statistics were recomputed before each
+    /// epoch's test (`train --precise-bn`; 0: the running statistics training left, as the seed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub precise_bn: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl RunHeader {
@@ -177,6 +185,7 @@ impl RunHeader {
             seed: c.seed,
             train_limit: c.train_limit,
             test_limit: c.test_limit,
+            precise_bn: 0,
         }
     }
 }
@@ -476,6 +485,29 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop after this many epochs in this invocation (to test interruption); None: run to the end.
     pub stop_after: Option<u32>,
+    /// Before each epoch's test, recompute the BatchNorm running statistics from this many
+    /// training images with [`recompute_bn`] (0: keep the running statistics, as the seed).
+    /// Not stored in the checkpoint: pass the same value again when resuming.
+    pub precise_bn: usize,
+}
+
+/// Recomputes `net`'s BatchNorm running statistics ([`Network::recompute_bn`]) from the first
+/// `n` images of `split` (file order) in batches of `batch`; a last batch of one image is
+/// dropped (it has no variance). Returns the number of batches used.
+pub fn recompute_bn(net: &mut Network, split: &Split, n: usize, batch: usize) -> usize {
+    let n = n.min(split.len());
+    let batch = batch.max(2);
+    let [_, h, w] = net.spec.input;
+    let batches = (0..n).step_by(batch).filter_map(|start| {
+        let end = (start + batch).min(n);
+        (end - start >= 2).then(|| {
+            let images: Vec<&[u8]> = (start..end).map(|i| split.image(i)).collect();
+            let mut x = Tensor::default();
+            images_to_tensor(&images, h, w, &mut x);
+            x
+        })
+    });
+    net.recompute_bn(batches)
 }
 
 /// Trains `trainer` until its configured epochs, evaluating, logging and checkpointing after
@@ -490,7 +522,14 @@ pub fn run(
     fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))?;
     // A fresh header (the configuration may have changed on resume, e.g. more epochs), then
     // only the log lines of epochs the checkpoint covers, so a resumed log has no duplicates.
-    let header = LogLine::Header(RunHeader::from_config(&trainer.config));
+    #[cfg(feature = "cuda")]
+    if opts.precise_bn > 0 && trainer.gpu.is_some() {
+        bail!("--precise-bn is not available with --device cuda yet; train without it and use `eval --recompute-bn` on the checkpoint");
+    }
+    let header = LogLine::Header(RunHeader {
+        precise_bn: opts.precise_bn,
+        ..RunHeader::from_config(&trainer.config)
+    });
     let mut log_text = serde_json::to_string(&header)? + "\n";
     if trainer.epochs_done > 0 {
         if let Ok(old) = fs::read_to_string(&paths.log) {
@@ -563,6 +602,14 @@ pub fn run(
         };
         if let Some(e) = write_err {
             return Err(e).with_context(|| format!("writing {}", paths.log.display()));
+        }
+        if opts.precise_bn > 0 {
+            recompute_bn(
+                &mut trainer.net,
+                &mnist.train,
+                opts.precise_bn,
+                trainer.config.batch,
+            );
         }
         let eval = trainer.evaluate_split(&mnist.test, trainer.config.test_limit)?;
         stats.test_loss = eval.loss;

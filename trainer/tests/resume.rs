@@ -31,6 +31,7 @@ fn resume_after_interruption_is_bit_exact() {
     let quiet = |stop_after| RunOptions {
         progress: false,
         stop_after,
+        precise_bn: 0,
     };
 
     let mut straight = Trainer::new(config()).unwrap();
@@ -103,6 +104,7 @@ fn same_seed_same_weights_different_seed_different_weights() {
             &RunOptions {
                 progress: false,
                 stop_after: None,
+                precise_bn: 0,
             },
         )
         .unwrap();

@@ -34,6 +34,9 @@ pub struct BatchNorm {
     pub out: Tensor,
     /// Input gradient from the last backward pass.
     pub dx: Tensor,
+    /// Weight of the newest batch in the running statistics ([`MOMENTUM`] unless changed, e.g.
+    /// by [`Network::recompute_bn`](crate::network::Network::recompute_bn)).
+    pub momentum: f32,
     mean: Vec<f32>,
     inv_std: Vec<f32>,
 }
@@ -50,6 +53,7 @@ impl BatchNorm {
             dbeta: vec![0.0; channels],
             out: Tensor::default(),
             dx: Tensor::default(),
+            momentum: MOMENTUM,
             mean: vec![0.0; channels],
             inv_std: vec![1.0; channels],
         }
@@ -74,14 +78,15 @@ impl BatchNorm {
                     (mean, var)
                 })
                 .collect();
+            let momentum = self.momentum;
             for (c, &(mean, var)) in stats.iter().enumerate() {
                 self.mean[c] = mean as f32;
                 self.inv_std[c] = (1.0 / (var + EPS as f64).sqrt()) as f32;
                 let unbiased = var * row as f64 / (row - 1) as f64;
                 self.running_mean[c] =
-                    (1.0 - MOMENTUM) * self.running_mean[c] + MOMENTUM * mean as f32;
+                    (1.0 - momentum) * self.running_mean[c] + momentum * mean as f32;
                 self.running_var[c] =
-                    (1.0 - MOMENTUM) * self.running_var[c] + MOMENTUM * unbiased as f32;
+                    (1.0 - momentum) * self.running_var[c] + momentum * unbiased as f32;
             }
         } else {
             for c in 0..x.c {

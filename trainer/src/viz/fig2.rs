@@ -190,6 +190,7 @@ fn train_or_load(
     let opts = RunOptions {
         progress: cfg.progress,
         stop_after: None,
+        precise_bn: 0,
     };
     if cfg.retrain && paths.checkpoint.exists() {
         fs::remove_file(&paths.checkpoint)
