@@ -9,6 +9,7 @@ training set, beta 100 x 0.99 per iteration, test accuracy after every epoch (ev
   .cache/venv/bin/python bench/torch_seed_train.py --epochs 1                   # paper, m = 4
   .cache/venv/bin/python bench/torch_seed_train.py --epochs 1 --save-init init.safetensors
   .cache/venv/bin/python bench/torch_seed_train.py --eval model.safetensors     # strict load, test accuracy
+  .cache/venv/bin/python bench/torch_seed_train.py --epochs 1 --seed 1 --precise-bn 2560  # + recomputed BN statistics
 """
 
 from __future__ import annotations
@@ -40,6 +41,28 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device) -
     return 100.0 * correct / len(x), loss / len(x)
 
 
+def precise_bn_copy(model: torch.nn.Module, x: torch.Tensor, batch: int, device) -> torch.nn.Module:
+    """A copy of `model` whose BatchNorm running statistics are recomputed from `x` with the
+    current weights, as plain averages over batches of `batch` (momentum None), the same as
+    `lsoftmax train --precise-bn`. Only the BatchNorm layers run in training mode."""
+    import copy
+
+    m = copy.deepcopy(model)
+    m.eval()
+    bns = [mod for mod in m.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            xb = x[i:i + batch]
+            if len(xb) >= 2:
+                m(xb.to(device))
+    m.eval()
+    return m
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--preset", default="paper", choices=["paper", "fig2"])
@@ -56,6 +79,9 @@ def main() -> int:
     ap.add_argument("--save", default=None, help="write the final state_dict here")
     ap.add_argument("--eval", default=None, metavar="FILE",
                     help="only evaluate this safetensors state_dict (loaded with strict=True)")
+    ap.add_argument("--precise-bn", type=int, default=0, metavar="N",
+                    help="also report each epoch's test accuracy with the BatchNorm statistics\n"
+                         "recomputed from the first N training images (training unaffected)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -102,9 +128,15 @@ def main() -> int:
         sched.step()
         secs = time.time() - t0
         acc, tloss = evaluate(model, test_x, test_y, device)
-        print(json.dumps({"epoch": epoch + 1, "test_accuracy": acc, "test_loss": tloss,
-                          "seconds": round(secs, 1), "images_per_s": round(len(order) / secs, 1),
-                          "weight_decay": args.weight_decay, "seed": args.seed}), flush=True)
+        row = {"epoch": epoch + 1, "test_accuracy": acc, "test_loss": tloss,
+               "seconds": round(secs, 1), "images_per_s": round(len(order) / secs, 1),
+               "weight_decay": args.weight_decay, "seed": args.seed}
+        if args.precise_bn:
+            pm = precise_bn_copy(model, train_x[:args.precise_bn], args.batch, device)
+            row["precise_bn"] = args.precise_bn
+            row["test_accuracy_precise_bn"], row["test_loss_precise_bn"] = evaluate(
+                pm, test_x, test_y, device)
+        print(json.dumps(row), flush=True)
     if args.save:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                   args.save)
