@@ -289,11 +289,10 @@ mod tests {
     use crate::gradcheck;
     use crate::lsoftmax::softmax_cross_entropy;
 
-    /// End-to-end gradient check of a small network through every layer kind and the head.
-    #[test]
-    fn whole_network_gradient_matches_finite_differences() {
-        let spec = ArchSpec {
-            name: "check".into(),
+    /// A 6x6 network with every layer kind, starting with BatchNorm on the input.
+    fn small_spec() -> ArchSpec {
+        ArchSpec {
+            name: "small".into(),
             input: [1, 6, 6],
             layers: vec![
                 LayerSpec::BatchNorm,
@@ -310,7 +309,13 @@ mod tests {
                 LayerSpec::BatchNorm,
             ],
             classes: 10,
-        };
+        }
+    }
+
+    /// End-to-end gradient check of a small network through every layer kind and the head.
+    #[test]
+    fn whole_network_gradient_matches_finite_differences() {
+        let spec = small_spec();
         for m in [1, 4] {
             let mut net = Network::new(&spec, m, 1).unwrap();
             let n = 6;
@@ -394,25 +399,7 @@ mod tests {
 
     #[test]
     fn recompute_bn_averages_batch_statistics_and_restores_momentum() {
-        let spec = ArchSpec {
-            name: "bn".into(),
-            input: [1, 6, 6],
-            layers: vec![
-                LayerSpec::BatchNorm,
-                LayerSpec::Conv {
-                    out: 3,
-                    k: 3,
-                    pad: 1,
-                },
-                LayerSpec::PRelu { per_channel: false },
-                LayerSpec::BatchNorm,
-                LayerSpec::MaxPool2,
-                LayerSpec::Flatten,
-                LayerSpec::Linear { out: 4 },
-                LayerSpec::BatchNorm,
-            ],
-            classes: 10,
-        };
+        let spec = small_spec();
         let [c, h, w] = spec.input;
         let n = 5;
         let batch = |seed: u64, offset: f32| Tensor {
