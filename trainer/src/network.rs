@@ -283,6 +283,19 @@ pub fn images_to_tensor(images: &[&[u8]], h: usize, w: usize, out: &mut Tensor) 
     }
 }
 
+/// Normalises images `range` of `split` (in order) into a `[1, n, h, w]` tensor with
+/// [`images_to_tensor`], reusing `out`'s allocation.
+pub fn split_to_tensor(
+    split: &mnist::Split,
+    range: std::ops::Range<usize>,
+    h: usize,
+    w: usize,
+    out: &mut Tensor,
+) {
+    let images: Vec<&[u8]> = range.map(|i| split.image(i)).collect();
+    images_to_tensor(&images, h, w, out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

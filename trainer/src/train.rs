@@ -15,7 +15,7 @@ use crate::arch::ArchSpec;
 use crate::checkpoint::{write_atomic, Checkpoint};
 use crate::lambda::{LambdaSchedule, LambdaState};
 use crate::lsoftmax::{argmax, softmax_cross_entropy};
-use crate::network::{images_to_tensor, Network};
+use crate::network::{images_to_tensor, split_to_tensor, Network};
 use crate::optim::{step_lr, Sgd};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -442,9 +442,8 @@ pub fn evaluate(net: &mut Network, split: &Split, limit: Option<usize>) -> Evalu
     let mut scratch = Vec::new();
     for start in (0..n).step_by(500) {
         let end = (start + 500).min(n);
-        let images: Vec<&[u8]> = (start..end).map(|i| split.image(i)).collect();
         let labels: Vec<u8> = (start..end).map(|i| split.label(i)).collect();
-        images_to_tensor(&images, h, w, &mut input);
+        split_to_tensor(split, start..end, h, w, &mut input);
         let logits = net.logits(&input);
         let (l, c) = softmax_cross_entropy(&logits, classes, &labels, &mut scratch);
         loss += l * labels.len() as f64;
@@ -501,9 +500,8 @@ pub fn recompute_bn(net: &mut Network, split: &Split, n: usize, batch: usize) ->
     let batches = (0..n).step_by(batch).filter_map(|start| {
         let end = (start + batch).min(n);
         (end - start >= 2).then(|| {
-            let images: Vec<&[u8]> = (start..end).map(|i| split.image(i)).collect();
             let mut x = Tensor::default();
-            images_to_tensor(&images, h, w, &mut x);
+            split_to_tensor(split, start..end, h, w, &mut x);
             x
         })
     });

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use mnist::Split;
 
-use crate::network::{images_to_tensor, Network};
+use crate::network::{split_to_tensor, Network};
 use crate::tensor::Tensor;
 
 /// Test features of a network whose head sees two features.
@@ -35,8 +35,7 @@ pub fn extract(net: &mut Network, split: &Split, limit: Option<usize>) -> Result
     let mut input = Tensor::default();
     for start in (0..n).step_by(500) {
         let end = (start + 500).min(n);
-        let images: Vec<&[u8]> = (start..end).map(|i| split.image(i)).collect();
-        images_to_tensor(&images, h, w, &mut input);
+        split_to_tensor(split, start..end, h, w, &mut input);
         let feat = net.features(&input, false);
         // Layout [features, N, 1, 1]: feature d of image i at d * N + i.
         let m = end - start;
@@ -88,8 +87,7 @@ mod tests {
         assert_eq!(f.labels, split.labels);
         let w = class_weights(&net).unwrap();
         let mut input = Tensor::default();
-        let images: Vec<&[u8]> = (0..n).map(|i| split.image(i)).collect();
-        images_to_tensor(&images, 28, 28, &mut input);
+        split_to_tensor(&split, 0..n, 28, 28, &mut input);
         let logits = net.logits(&input);
         for (i, p) in f.points.iter().enumerate() {
             for (j, wj) in w.iter().enumerate() {
