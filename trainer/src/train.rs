@@ -516,14 +516,14 @@ pub fn run(
     dir: &Path,
     opts: &RunOptions,
 ) -> Result<Option<Evaluation>> {
-    let paths = RunPaths::new(dir);
-    fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))?;
-    // A fresh header (the configuration may have changed on resume, e.g. more epochs), then
-    // only the log lines of epochs the checkpoint covers, so a resumed log has no duplicates.
     #[cfg(feature = "cuda")]
     if opts.precise_bn > 0 && trainer.gpu.is_some() {
         bail!("--precise-bn is not available with --device cuda yet; train without it and use `eval --recompute-bn` on the checkpoint");
     }
+    let paths = RunPaths::new(dir);
+    fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))?;
+    // A fresh header (the configuration may have changed on resume, e.g. more epochs), then
+    // only the log lines of epochs the checkpoint covers, so a resumed log has no duplicates.
     let header = LogLine::Header(RunHeader {
         precise_bn: opts.precise_bn,
         ..RunHeader::from_config(&trainer.config)
