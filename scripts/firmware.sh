@@ -14,6 +14,7 @@
 #   FIRMWARE_CPI                   cycles per instruction assumed for a real STM32F405 (default 1.5)
 #   FIRMWARE_OPT_LEVEL             release opt-level of the firmware and the other crates: z (default)
 #   FIRMWARE_INFER_OPT_LEVEL       release opt-level of infer-core: 3 (default, fastest) or s, z
+#   FIRMWARE_FEATURES              cargo features of the firmware, e.g. packed-conv (fast 5x5 convolutions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -60,12 +61,14 @@ infer_opt=${FIRMWARE_INFER_OPT_LEVEL:-3}
 case "$infer_opt" in [sz]) infer_opt="\"$infer_opt\"" ;; esac
 # Cargo has no environment variable for a package's profile override; --config sets it.
 cargo_release=(cargo build --release --config "profile.release.package.infer-core.opt-level=$infer_opt")
+features=${FIRMWARE_FEATURES:-}
+[ -n "$features" ] && cargo_release+=(--features "$features")
 elf=$root/firmware-demo/target/thumbv7em-none-eabihf/release/firmware-demo
 qemu=(qemu-system-arm -cpu cortex-m4 -machine netduinoplus2 -nographic -monitor none
   -serial null -icount shift=0 -semihosting-config enable=on,target=native)
 
 # --- build ---------------------------------------------------------------------------------
-echo "== build (release: opt-level $CARGO_PROFILE_RELEASE_OPT_LEVEL, infer-core $infer_opt, LTO, 1 codegen unit, target-cpu cortex-m4)"
+echo "== build (release: opt-level $CARGO_PROFILE_RELEASE_OPT_LEVEL, infer-core $infer_opt, LTO, 1 codegen unit, target-cpu cortex-m4${features:+, features $features})"
 echo "   model  $model"
 echo "   digits $digits"
 (cd firmware-demo && "${cargo_release[@]}")

@@ -271,9 +271,17 @@ pub(crate) fn conv2d(
     if g.cout == 0 || kkc == 0 {
         return;
     }
-    // Other targets (Cortex-M): packed channel pairs, activations read in place, see
-    // `packed`.
+    // Other targets (Cortex-M): 3x3 kernels as polynomial products (see `poly`), other
+    // kernels as packed channel pairs with the activations read in place (see `packed`,
+    // with the `packed-conv` feature).
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    if g.k == 3 && poly::conv2d(src, g.h, g.w, g.cin, dst, g.oh, g.ow, g.cout, g.pad, p) {
+        return;
+    }
+    #[cfg(all(
+        feature = "packed-conv",
+        not(any(target_arch = "x86_64", target_arch = "aarch64"))
+    ))]
     if packed::conv2d(src, g.h, g.w, g.cin, dst, g.oh, g.ow, g.cout, g.k, g.pad, p) {
         return;
     }
@@ -287,10 +295,10 @@ pub(crate) fn conv2d(
     if wide::conv2d(src, dst, &g, p) {
         return;
     }
-    // Cortex-M: receptive fields too large for `packed`; one channel at a time keeps this
+    // Cortex-M: the shapes the kernels above decline; one channel at a time keeps this
     // rarely used path small.
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    packed::direct(src, dst, &g, p, win);
+    direct::direct(src, dst, &g, p, win);
     // One dot product per channel: on 64-bit desktop targets a compile-time-length one for
     // common receptive fields, which the compiler vectorizes into `pmaddwd` chains (blocking
     // several channels or pixels per pass defeats its vectorizer).
@@ -314,7 +322,19 @@ mod avx2;
 mod wide;
 
 #[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
+mod direct;
+#[cfg(any(
+    test,
+    all(
+        feature = "packed-conv",
+        not(any(target_arch = "x86_64", target_arch = "aarch64"))
+    )
+))]
 mod packed;
+#[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
+mod poly;
+#[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
+mod requant;
 
 /// 2x2 stride-2 max pooling on an HWC int8 map (odd trailing row/column dropped).
 pub(crate) fn maxpool2(src: &[u8], inp: Shape, dst: &mut [u8], out: Shape) {
@@ -354,7 +374,7 @@ pub(crate) fn dense(src: &[u8], dst: &mut [u8], p: &KernelParams<'_>) {
     // Cortex-M: the convolution kernel's requantization (same results, less code).
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     for (i, (o, wr)) in dst.iter_mut().zip(p.weights.chunks_exact(n)).enumerate() {
-        *o = packed::Requant::of(p, i).apply(dot_i8(src, wr));
+        *o = requant::Requant::of(p, i).apply(dot_i8(src, wr));
     }
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     let rows = dst
@@ -451,6 +471,15 @@ mod tests {
             (5, 5, 128, 37, 3, 1),
             (6, 5, 64, 40, 3, 1),
             (9, 7, 3, 20, 5, 2),
+            // The Cortex-M 3x3 kernel (`poly`): the `paper` layers (several blocks of rows,
+            // two half-rows), odd widths, streams with a partial segment, padding 2, and a
+            // row too wide for it.
+            (26, 26, 64, 5, 3, 1),
+            (13, 13, 64, 6, 3, 1),
+            (28, 28, 1, 8, 3, 0),
+            (11, 29, 21, 3, 3, 0),
+            (10, 15, 33, 4, 3, 2),
+            (8, 29, 7, 2, 3, 1),
         ];
         for &(h, w, cin, cout, k, pad) in &shapes {
             let (oh, ow) = (h + 2 * pad + 1 - k, w + 2 * pad + 1 - k);
@@ -533,9 +562,16 @@ mod tests {
             if ran {
                 assert_eq!(a, c, "shape {:?}", (h, w, cin, cout, k, pad));
             }
+            // The Cortex-M 3x3 kernel, where it applies.
+            let mut e = vec![2u8; oh * ow * cout];
+            let ran = k == 3 && poly::conv2d(&src, h, w, cin, &mut e, oh, ow, cout, pad, &p);
+            assert_eq!(ran, k == 3 && cin <= poly::MAX_CIN && ow <= poly::MAX_OW);
+            if ran {
+                assert_eq!(a, e, "poly, shape {:?}", (h, w, cin, cout, k, pad));
+            }
             // The Cortex-M path for the receptive fields `packed` declines.
             let mut d = vec![2u8; oh * ow * cout];
-            packed::direct(&src, &mut d, &g, &p, &mut win);
+            direct::direct(&src, &mut d, &g, &p, &mut win);
             assert_eq!(a, d, "direct, shape {:?}", (h, w, cin, cout, k, pad));
             assert!(a.iter().any(|&v| v != 0 && v != 0x81 && v != 0x7f));
         }

@@ -6,8 +6,8 @@
 //! buffer; the activations are read from the input map in place (a receptive field row is
 //! contiguous in HWC order), so nothing is gathered or copied per output pixel.
 
-use super::{dot_i8, gather, Geom, KernelParams};
-use crate::math::{chunk_i32, chunk_i64, ACT_MAX};
+use super::requant::Requant;
+use super::KernelParams;
 
 /// Channel pairs per pass (4 output channels): four 64-bit accumulators, the activation
 /// and the two packed weights of one position (one `ldrd`) fit the M4's registers.
@@ -120,56 +120,6 @@ fn window(
         a.copy_from_slice(&[l, (s >> SHIFT) as i32]);
     }
     acc
-}
-
-/// One output channel's requantization constants (see [`super::finish`]), read once per
-/// channel group; the rounding term is folded into the offset (wrapping arithmetic, so the
-/// result is identical).
-#[derive(Clone, Copy, Default)]
-pub(super) struct Requant {
-    bias: i32,
-    mpos: i32,
-    mneg: i32,
-    shift: u32,
-    offset: i64,
-}
-
-impl Requant {
-    /// Channel `c`'s constants (zeros when out of range). Out of line: it runs once per
-    /// channel and layer (per output for dense layers), and its range checks would
-    /// otherwise be repeated at every call site.
-    #[inline(never)]
-    pub(super) fn of(p: &KernelParams<'_>, c: usize) -> Requant {
-        let i32_at = |a: &[u8]| a.get(4 * c..4 * c + 4).map_or(0, chunk_i32);
-        let shift = p.shift.get(c).map_or(0, |&s| u32::from(s));
-        let round = 1i64.wrapping_shl(shift.wrapping_sub(1));
-        Requant {
-            bias: i32_at(p.bias),
-            mpos: i32_at(p.mult_pos),
-            mneg: i32_at(p.mult_neg),
-            shift,
-            offset: p
-                .offset
-                .get(8 * c..8 * c + 8)
-                .map_or(0, chunk_i64)
-                .wrapping_add(round),
-        }
-    }
-
-    /// [`super::finish`] with these constants.
-    #[inline(always)]
-    pub(super) fn apply(&self, acc: i32) -> u8 {
-        let a = acc.wrapping_add(self.bias);
-        let m = if a >= 0 { self.mpos } else { self.mneg };
-        let x = (i64::from(a) * i64::from(m)).wrapping_add(self.offset);
-        let v = if self.shift >= 32 {
-            // The usual case: (x >> 32) >> (shift - 32) is x >> shift, in 32 bits.
-            ((x >> 32) as i32).wrapping_shr(self.shift - 32)
-        } else {
-            x.wrapping_shr(self.shift).clamp(-ACT_MAX, ACT_MAX) as i32
-        };
-        v.clamp(-ACT_MAX as i32, ACT_MAX as i32) as u8
-    }
 }
 
 /// Runs the convolution (stride 1, zero padding) into `dst` unless the receptive field
@@ -317,21 +267,5 @@ fn run(out: &mut [u8], cout: usize, c0: usize, r: &Run<'_>, rq: &[Requant; 2 * P
             *o = q.apply(a);
         }
         src = src.get(r.cin..).unwrap_or_default();
-    }
-}
-
-/// Convolution one output channel at a time, on receptive fields gathered into `win`
-/// (`k*k*cin` bytes): for those larger than [`MAX_KKC`].
-#[inline(never)]
-pub(super) fn direct(src: &[u8], dst: &mut [u8], g: &Geom, p: &KernelParams<'_>, win: &mut [u8]) {
-    let (oh, ow, cout, kkc) = (g.oh, g.ow, g.cout, g.kkc());
-    if cout == 0 || kkc == 0 {
-        return;
-    }
-    for (i, px) in dst.chunks_exact_mut(cout).take(oh * ow).enumerate() {
-        gather(win, src, g, i / ow, i % ow, |v| v);
-        for (c, (o, wc)) in px.iter_mut().zip(p.weights.chunks_exact(kkc)).enumerate() {
-            *o = Requant::of(p, c).apply(dot_i8(win, wc));
-        }
     }
 }
