@@ -261,24 +261,25 @@ pub(super) fn conv2d(
                         let at = (iy? * w + ix) * cin;
                         src.get(at..at + cin)
                     };
-                    let words = slot.iter_mut().skip(qq).step_by(Q8);
+                    // This word of every channel: one in each `Q8`-word group.
+                    let words = slot.chunks_exact_mut(Q8);
                     match (px(2 * q), px(2 * q + 1)) {
                         (Some(x0), Some(x1)) => {
-                            for (v, (&a, &b)) in words.zip(x0.iter().zip(x1)) {
-                                *v = pack(a, b);
+                            for (g, (&a, &b)) in words.zip(x0.iter().zip(x1)) {
+                                g[qq] = pack(a, b);
                             }
                         }
                         (Some(x0), None) => {
-                            for (v, &a) in words.zip(x0) {
-                                *v = pack(a, 0);
+                            for (g, &a) in words.zip(x0) {
+                                g[qq] = pack(a, 0);
                             }
                         }
                         (None, Some(x1)) => {
-                            for (v, &b) in words.zip(x1) {
-                                *v = pack(0, b);
+                            for (g, &b) in words.zip(x1) {
+                                g[qq] = pack(0, b);
                             }
                         }
-                        (None, None) => words.for_each(|v| *v = 0),
+                        (None, None) => words.for_each(|g| g[qq] = 0),
                     }
                 }
             }
@@ -292,7 +293,28 @@ pub(super) fn conv2d(
             for (wr, pr) in wt.chunks_exact(3 * cin).zip(wbuf.chunks_exact_mut(2 * cin)) {
                 let (w0, rest) = wr.split_at(cin);
                 let (w1, w2) = rest.split_at(cin);
-                for (pw, ((&a, &b), &c)) in pr.chunks_exact_mut(2).zip(w0.iter().zip(w1).zip(w2)) {
+                // Four channels at a time (word loads), then the rest.
+                let mut taps = w0
+                    .chunks_exact(4)
+                    .zip(w1.chunks_exact(4))
+                    .zip(w2.chunks_exact(4));
+                let mut out = pr.chunks_exact_mut(8);
+                for (pw, ((a, b), c)) in out.by_ref().zip(taps.by_ref()) {
+                    if let (Ok(pw), Ok(a), Ok(b), Ok(c)) = (
+                        <&mut [i32; 8]>::try_from(pw),
+                        <&[u8; 4]>::try_from(a),
+                        <&[u8; 4]>::try_from(b),
+                        <&[u8; 4]>::try_from(c),
+                    ) {
+                        for i in 0..4 {
+                            pw[2 * i] = pack(b[i], a[i]);
+                            pw[2 * i + 1] = pack(c[i], b[i]);
+                        }
+                    }
+                }
+                let done = cin - cin % 4;
+                let tail = w0.iter().zip(w1).zip(w2).skip(done);
+                for (pw, ((&a, &b), &c)) in pr.chunks_exact_mut(2).skip(done).zip(tail) {
                     pw.copy_from_slice(&[pack(b, a), pack(c, b)]);
                 }
             }
