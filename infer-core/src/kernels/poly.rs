@@ -116,7 +116,9 @@ fn segment(a: &[i32; WIN], w: &[i32; 2 * SEG]) -> (i32, i32) {
 #[inline(never)]
 fn few(a: &[i32], w: &[i32], n: usize) -> (i32, i32) {
     let (mut p, mut q) = (P0, Q0);
-    for (ac, wc) in a.chunks(Q8).zip(w.chunks_exact(2)).take(n) {
+    // (The activation slice is checked once: `n` steps read up to word `8(n - 1) + 1`.)
+    let a = a.get(..(n * Q8).saturating_sub(Q8 - 2)).unwrap_or_default();
+    for (ac, wc) in a.chunks(Q8).zip(w.chunks_exact(2)) {
         if let ([a0, a1, ..], [wp, wq]) = (ac, wc) {
             step(&mut p, &mut q, *a0, *a1, *wp, *wq);
         }
