@@ -11,7 +11,7 @@
 #   LSOFTMAX_FIRMWARE_DIGITS_FILE  digits file (default firmware-demo/digits.bin)
 #   LSOFTMAX_FIRMWARE_LIMIT        classify only the first N digits (quick runs)
 #   FIRMWARE_TIMEOUT               seconds QEMU may run (default 1800)
-#   FIRMWARE_CPI                   cycles per instruction assumed for a real STM32F405 (default 1.5)
+#   FIRMWARE_CPI                   cycles per instruction assumed for a real STM32F405 (default 1.6)
 #   FIRMWARE_OPT_LEVEL             release opt-level of the firmware and the other crates: z (default)
 #   FIRMWARE_INFER_OPT_LEVEL       release opt-level of infer-core: 3 (default, fastest) or s, z
 #   FIRMWARE_FEATURES              cargo features of the firmware, e.g. packed-conv (fast 5x5 convolutions)
@@ -55,7 +55,7 @@ fi
 model=${LSOFTMAX_FIRMWARE_MODEL:-$root/models/paper-m4.lsq8}
 digits=${LSOFTMAX_FIRMWARE_DIGITS_FILE:-$root/firmware-demo/digits.bin}
 timeout_s=${FIRMWARE_TIMEOUT:-1800}
-cpi=${FIRMWARE_CPI:-1.5}
+cpi=${FIRMWARE_CPI:-1.6}
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=${FIRMWARE_OPT_LEVEL:-z}
 infer_opt=${FIRMWARE_INFER_OPT_LEVEL:-3}
 case "$infer_opt" in [sz]) infer_opt="\"$infer_opt\"" ;; esac

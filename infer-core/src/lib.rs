@@ -31,11 +31,20 @@
 //!   (compile-time lengths for common `k*k*cin`) become `pmaddwd` chains. The default
 //!   x86-64 target only has SSE2; build with `RUSTFLAGS="-C target-cpu=x86-64-v3"` (or
 //!   `native`) to get the AVX2 kernel.
-//! * Cortex-M and other 32-bit targets: the weights of two output channels are packed into
-//!   one word per kernel position (`w0 + w1 * 2^23`, once per layer, in a stack buffer), so
-//!   one `smlal` accumulates two products; each pass computes four output channels and reads
-//!   the activations in place. About 1.04 instructions per multiply-accumulate in the inner
-//!   loop on a Cortex-M4 (see `firmware-demo/README.md`).
+//! * Cortex-M and other 32-bit targets, 3x3 convolutions (`kernels/poly.rs`): a kernel row
+//!   is a polynomial product. Two neighbouring input columns packed into one word
+//!   (`v0 + v1 * 2^22`) times two taps packed in reverse order (`w1 + w0 * 2^22`) give, in
+//!   one 64-bit `smlal`, two taps of one output and one of the next; two `smlal`s and two
+//!   `ldrd`s do the six multiply-accumulates of two outputs, one channel and kernel row, about
+//!   0.67 instructions per multiply-accumulate in the inner loop on a Cortex-M4 (1.02 over
+//!   the whole `paper` network, see `firmware-demo/README.md`). The input rows of a block of
+//!   output rows are packed into a 20 KiB stack ring, the weights once per output channel
+//!   and block.
+//! * Cortex-M, other kernel sizes, with the `packed-conv` feature (on by default): the weights
+//!   of two output channels are packed into one word per kernel position
+//!   (`w0 + w1 * 2^23`), so one `smlal` accumulates two products; each pass computes four
+//!   output channels and reads the activations in place. Without the feature (as in the
+//!   firmware demo, whose model has only 3x3 convolutions) they run one channel at a time.
 //!
 //! Results are bit-identical whatever the target or flags.
 
