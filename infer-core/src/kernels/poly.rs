@@ -53,7 +53,7 @@
 //! own: 147 instructions for 192 multiply-accumulates. LLVM keeps its `ldrd`s only in this
 //! shape: a 64-step segment, a loop of segments inlined into one function, or the pairs of a
 //! row in one loop each made it split the loads into `ldr`s or hoist and spill them
-//! (measured: +4 % to +28 % instructions per digit).
+//! (measured: +3 % to +47 % instructions per digit).
 
 use super::requant::Requant;
 use super::KernelParams;
