@@ -15,9 +15,12 @@ echo "== cargo test"
 cargo test --workspace --release
 echo "== infer-core tests again in debug (overflow checks on: the hostile-input test must not overflow)"
 cargo test -p infer-core
-echo "== infer-core for thumbv7em-none-eabihf (no_std, no alloc)"
+echo "== infer-core for thumbv7em-none-eabihf (no_std, no alloc), and its lints there (the Cortex-M kernels), with and without packed-conv"
 cargo build -p infer-core --release --target thumbv7em-none-eabihf
-echo "== firmware-demo: build for the STM32F405, run under QEMU, compare with the host's predictions"
+cargo clippy -p infer-core --release --target thumbv7em-none-eabihf -- -D warnings
+cargo clippy -p infer-core --release --target thumbv7em-none-eabihf --no-default-features -- -D warnings
+echo "== firmware-demo: lints, build for the STM32F405, run under QEMU, compare with the host's predictions"
+(cd firmware-demo && cargo clippy --release -- -D warnings)
 bash scripts/firmware.sh
 echo "== CUDA: committed PTX (source hashes, ptxas sm_80/sm_90, rebuilt with the pinned nvcc and compared)"
 LSOFTMAX_INSTALL_NVCC=1 bash scripts/check_ptx.sh
