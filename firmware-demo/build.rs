@@ -200,6 +200,23 @@ fn main() {
             fits,
         );
     }
+    // Convolutions other than 3x3 run one channel at a time unless infer-core's packed
+    // kernel is linked (the `packed-conv` feature): say so rather than leave them ~3x slow.
+    let other_kernels = model
+        .body()
+        .header
+        .arch
+        .as_slice()
+        .iter()
+        .any(|d| matches!(d, infer_core::format::LayerDesc::Conv { k, .. } if *k != 3));
+    if other_kernels && std::env::var_os("CARGO_FEATURE_PACKED_CONV").is_none() {
+        println!(
+            "cargo:warning=the model {} has convolutions other than 3x3; they run one channel \
+             at a time (about 3x slower). Build with `--features packed-conv` \
+             (FIRMWARE_FEATURES=packed-conv bash scripts/firmware.sh) for the packed kernel.",
+            model_path.display()
+        );
+    }
     let arena = model.arena_bytes();
     if arena > ARENA_BUDGET {
         fail(&format!(
