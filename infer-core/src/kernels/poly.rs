@@ -184,6 +184,25 @@ fn sums(
     s
 }
 
+/// Whole segments of a 3x3x64 receptive field.
+const FULL: usize = 3 * MAX_CIN / SEG;
+
+/// [`sums`] for a stream of exactly [`FULL`] whole segments.
+#[inline(always)]
+fn sums_full(ring: &[i32], at: usize, w: &[i32; 2 * SEG * FULL], mut s: [i32; 2]) -> [i32; 2] {
+    let Some(a) = ring.get(at..at + FULL * WIN) else {
+        return s;
+    };
+    for (ac, wc) in a.chunks_exact(WIN).zip(w.chunks_exact(2 * SEG)) {
+        if let (Ok(ac), Ok(wc)) = (ac.try_into(), wc.try_into()) {
+            let (x, y) = segment(ac, wc);
+            s[0] = s[0].wrapping_add(x);
+            s[1] = s[1].wrapping_add(y);
+        }
+    }
+    s
+}
+
 /// One output row of channel `oc`: the pixels of `out` (`cout` bytes each), two per pair.
 /// `ring` starts at this row's first packed input row in the first half-row; half-rows
 /// are `half` words apart; `w` holds the channel's packed weights for `n` steps.
@@ -207,13 +226,22 @@ fn row(
     let span = segs * WIN;
     let (wseg, wrest) = w.split_at(w.len().min(segs * 2 * SEG));
     let init = bias_init(n);
+    // 3x3x64 receptive fields (all of `paper`'s but the first layer's): the stream's length
+    // is a constant, so its segment loop needs no trip-count arithmetic.
+    let full = w
+        .get(..2 * SEG * FULL)
+        .and_then(|w| <&[i32; 2 * SEG * FULL]>::try_from(w).ok());
     let mut pixels = out.chunks_mut(2 * cout);
     for hr in 0..2 {
         for jj in 0..HALF {
             let Some(px) = pixels.next() else {
                 return;
             };
-            let s = sums(ring, hr * half + jj, span, wseg, wrest, rest, init);
+            let at = hr * half + jj;
+            let s = match full {
+                Some(wf) if segs == FULL && rest == 0 => sums_full(ring, at, wf, init),
+                _ => sums(ring, at, span, wseg, wrest, rest, init),
+            };
             if let Some(o) = px.get_mut(oc) {
                 *o = rq.apply(s[0]);
             }
