@@ -203,6 +203,24 @@ fn sums_full(ring: &[i32], at: usize, w: &[i32; 2 * SEG * FULL], mut s: [i32; 2]
     s
 }
 
+/// [`sums`] for a stream of three steps (a 3x3 kernel over one input channel).
+#[inline(always)]
+fn sums3(ring: &[i32], at: usize, w: &[i32], s: [i32; 2]) -> [i32; 2] {
+    let (Some(a), Some(w)) = (ring.get(at..at + 2 * Q8 + 2), w.get(..6)) else {
+        return s;
+    };
+    let (Ok(a), Ok(w)) = (<&[i32; 2 * Q8 + 2]>::try_from(a), <&[i32; 6]>::try_from(w)) else {
+        return s;
+    };
+    let (mut p, mut q) = (P0, Q0);
+    step(&mut p, &mut q, a[0], a[1], w[0], w[1]);
+    step(&mut p, &mut q, a[Q8], a[Q8 + 1], w[2], w[3]);
+    step(&mut p, &mut q, a[2 * Q8], a[2 * Q8 + 1], w[4], w[5]);
+    let mut s = s;
+    extract(p, q, &mut s);
+    s
+}
+
 /// One output row of channel `oc`: the pixels of `out` (`cout` bytes each), two per pair.
 /// `ring` starts at this row's first packed input row in the first half-row; half-rows
 /// are `half` words apart; `w` holds the channel's packed weights for `n` steps.
@@ -240,6 +258,8 @@ fn row(
             let at = hr * half + jj;
             let s = match full {
                 Some(wf) if segs == FULL && rest == 0 => sums_full(ring, at, wf, init),
+                // One input channel (a first layer): three steps, written out.
+                _ if n == 3 => sums3(ring, at, w, init),
                 _ => sums(ring, at, span, wseg, wrest, rest, init),
             };
             if let Some(o) = px.get_mut(oc) {
