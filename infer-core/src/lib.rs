@@ -36,7 +36,7 @@
 //!   (`v0 + v1 * 2^22`) times two taps packed in reverse order (`w1 + w0 * 2^22`) give, in
 //!   one 64-bit `smlal`, two taps of one output and one of the next; two `smlal`s and two
 //!   `ldrd`s do the six multiply-accumulates of two outputs, one channel and kernel row, about
-//!   0.67 instructions per multiply-accumulate in the inner loop on a Cortex-M4 (1.00 over
+//!   0.67 instructions per multiply-accumulate in the inner loop on a Cortex-M4 (0.99 over
 //!   the whole `paper` network, see `firmware-demo/README.md`). The input rows of a block of
 //!   output rows are packed into a 20 KiB stack ring, the weights once per output channel
 //!   and block.
