@@ -138,7 +138,7 @@ fn few(a: &[i32], w: &[i32], n: usize) -> (i32, i32) {
 }
 
 /// Adds a finished segment's fields to the two outputs' sums, biases included (`P`'s bottom
-/// field is dropped; see [`sums`] for the biases).
+/// field is dropped; [`bias_init`] takes the biases back out).
 #[inline(always)]
 fn extract(p: i64, q: i64, s: &mut [i32; 2]) {
     let f = |v: i64, at: u32| ((v >> at) & MASK) as i32;
@@ -155,6 +155,19 @@ fn bias_init(n: usize) -> [i32; 2] {
     [k.wrapping_mul(-2 * B as i32), k.wrapping_mul(1 - B as i32)]
 }
 
+/// Adds to `s` the segments of the activations `a` (one per [`WIN`] words) against the
+/// packed weights `w` (one per `2 * SEG` words), as many as both hold.
+#[inline(always)]
+fn add_segments(a: &[i32], w: &[i32], s: &mut [i32; 2]) {
+    for (ac, wc) in a.chunks_exact(WIN).zip(w.chunks_exact(2 * SEG)) {
+        if let (Ok(ac), Ok(wc)) = (ac.try_into(), wc.try_into()) {
+            let (x, y) = segment(ac, wc);
+            s[0] = s[0].wrapping_add(x);
+            s[1] = s[1].wrapping_add(y);
+        }
+    }
+}
+
 /// The two outputs' sums of the stream starting at word `at` of `ring`: `span / WIN` whole
 /// segments against `wseg`, then `rest` steps against `wrest`, added to `s`.
 #[inline(always)]
@@ -168,13 +181,7 @@ fn sums(
     mut s: [i32; 2],
 ) -> [i32; 2] {
     if let Some(a) = ring.get(at..at + span) {
-        for (ac, wc) in a.chunks_exact(WIN).zip(wseg.chunks_exact(2 * SEG)) {
-            if let (Ok(ac), Ok(wc)) = (ac.try_into(), wc.try_into()) {
-                let (x, y) = segment(ac, wc);
-                s[0] = s[0].wrapping_add(x);
-                s[1] = s[1].wrapping_add(y);
-            }
-        }
+        add_segments(a, wseg, &mut s);
     }
     if rest > 0 {
         let (x, y) = few(ring.get(at + span..).unwrap_or_default(), wrest, rest);
@@ -190,15 +197,8 @@ const FULL: usize = 3 * MAX_CIN / SEG;
 /// [`sums`] for a stream of exactly [`FULL`] whole segments.
 #[inline(always)]
 fn sums_full(ring: &[i32], at: usize, w: &[i32; 2 * SEG * FULL], mut s: [i32; 2]) -> [i32; 2] {
-    let Some(a) = ring.get(at..at + FULL * WIN) else {
-        return s;
-    };
-    for (ac, wc) in a.chunks_exact(WIN).zip(w.chunks_exact(2 * SEG)) {
-        if let (Ok(ac), Ok(wc)) = (ac.try_into(), wc.try_into()) {
-            let (x, y) = segment(ac, wc);
-            s[0] = s[0].wrapping_add(x);
-            s[1] = s[1].wrapping_add(y);
-        }
+    if let Some(a) = ring.get(at..at + FULL * WIN) {
+        add_segments(a, w, &mut s);
     }
     s
 }
