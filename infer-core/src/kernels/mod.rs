@@ -569,7 +569,7 @@ mod tests {
             if ran {
                 assert_eq!(a, e, "poly, shape {:?}", (h, w, cin, cout, k, pad));
             }
-            // The Cortex-M path for the receptive fields `packed` declines.
+            // The Cortex-M fallback for the shapes `poly` and `packed` decline.
             let mut d = vec![2u8; oh * ow * cout];
             direct::direct(&src, &mut d, &g, &p, &mut win);
             assert_eq!(a, d, "direct, shape {:?}", (h, w, cin, cout, k, pad));

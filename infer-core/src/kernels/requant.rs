@@ -4,9 +4,9 @@
 use super::KernelParams;
 use crate::math::{chunk_i32, chunk_i64, ACT_MAX};
 
-/// One output channel's requantization constants (the same arithmetic as the desktop kernels' `finish`), read once per
-/// channel group; the rounding term is folded into the offset (wrapping arithmetic, so the
-/// result is identical).
+/// One output channel's requantization constants (the same arithmetic as the desktop
+/// kernels' `finish`), read once per channel group; the rounding term is folded into the
+/// offset (wrapping arithmetic, so the result is identical).
 #[derive(Clone, Copy, Default)]
 pub(super) struct Requant {
     bias: i32,
