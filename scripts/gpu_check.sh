@@ -11,21 +11,16 @@
 #    GPU speed of `paper` at batch 256;
 # 2. a short `train --device cuda` run (tiny, 2 epochs on 6000 images, stopped after one and
 #    resumed), then its checkpoint evaluated on the CPU: the accuracy must match the GPU's;
-# 3. PyTorch eager on the same GPU, `paper` at batch 256 (bench/torch_train_bench.py), for the
+# 3. `train --device cuda --precise-bn` against `eval --recompute-bn` on the CPU
+#    (scripts/cuda_precise_bn_check.sh);
+# 4. PyTorch eager on the same GPU, `paper` at batch 256 (bench/torch_train_bench.py), for the
 #    speed comparison in the same session.
 # Prints PASS/FAIL per row and a summary; exits non-zero when something failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BUNDLE="${GPU_BUNDLE:-.cache/gpu-bundle/bundle.tar.gz}"
-[ -f "$BUNDLE" ] || { echo "error: no $BUNDLE; make it with scripts/gpu_bundle.sh" >&2; exit 2; }
+# BIN (the bundled binary) and DATA (the bundled MNIST); see gpu_bundle_env.sh.
+source scripts/gpu_bundle_env.sh
 X="$(mktemp -d)"
-tar -xzf "$BUNDLE" -C "$X"
-# Our OpenBLAS and gfortran for the binary only (not for Python); libcuda comes from the driver.
-printf '#!/bin/sh\nLD_LIBRARY_PATH="%s/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s/lsoftmax" "$@"\n' "$X" "$X" > "$X/run"
-chmod +x "$X/run"
-BIN="$X/run"
-DATA="$X/mnist"
-export LSOFTMAX_DATA="$DATA"
 status=0
 summary=()
 step() { # name, command...
@@ -59,6 +54,8 @@ train_resume_eval() {
     python3 -c "import sys; sys.exit(0 if abs(float('$gpu_acc') - float('$cpu_acc')) <= 0.05 else 1)"
 }
 step "train --device cuda (tiny), resume, eval on CPU" train_resume_eval
+step "train --device cuda --precise-bn (tiny): equals eval --recompute-bn on the CPU" \
+    timeout 180 bash scripts/cuda_precise_bn_check.sh "$BIN"
 
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     step "PyTorch eager on the GPU: paper, batch 256" \

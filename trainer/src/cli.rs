@@ -189,7 +189,8 @@ pub struct TrainArgs {
     /// running statistics lag the weights, and the test accuracy after one epoch swings by tens
     /// of points with the seed; recomputed statistics remove that. 0 (the default) keeps the
     /// running statistics, as the seed. Not stored in the checkpoint: pass it again with
-    /// --resume. CPU only.
+    /// --resume. With --device cuda the statistics are recomputed on the CPU copy of the
+    /// network (a few seconds per epoch) and copied back to the GPU.
     #[arg(long, default_value_t = 0)]
     pub precise_bn: usize,
     /// Hide the progress bar.
@@ -254,6 +255,14 @@ pub struct ExportArgs {
     /// Calibrate to this percentile of |activation| instead of the maximum (e.g. 99.99).
     #[arg(long)]
     pub percentile: Option<f64>,
+    /// Before calibrating, recompute the BatchNorm running statistics from this many training
+    /// images (in the checkpoint's batch size, in file order) with the checkpoint's weights, as
+    /// `eval --recompute-bn` does; the exported model (and the f32 model of --f32-out) then
+    /// carries them, the checkpoint file is not changed. For checkpoints whose running
+    /// statistics lag the weights (a short run at a high learning rate, or one trained without
+    /// `--precise-bn`, such as every `--device cuda` run). 0 (the default): the checkpoint's own.
+    #[arg(long, default_value_t = 0)]
+    pub recompute_bn: usize,
     /// Skip the accuracy comparison on the test set after exporting.
     #[arg(long)]
     pub no_check: bool,

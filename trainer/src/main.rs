@@ -309,17 +309,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let t = Trainer::from_checkpoint(ck)?;
     let mut net = t.net;
     let data = load_data(&a.data)?;
-    let mut stats_note = String::new();
-    if a.recompute_bn > 0 {
-        let n = a.recompute_bn.min(data.train.len());
-        if n < 2 {
-            bail!("--recompute-bn needs at least 2 training images, got {n}");
-        }
-        eprintln!("recomputing the BatchNorm statistics from {n} training images ...");
-        let used = train::recompute_bn(&mut net, &data.train, n, batch);
-        stats_note =
-            format!(", BatchNorm statistics recomputed from {n} training images ({used} batches)");
-    }
+    let stats_note = recompute_bn_opt(&mut net, &data.train, a.recompute_bn, batch)?;
     let e = evaluate(&mut net, &data.test, None);
     println!(
         "{} (m = {}) after {} epochs: test accuracy {:.2}% ({} images), loss {:.4}{stats_note}",
@@ -341,17 +331,42 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--recompute-bn N` of `eval` and `export`: recomputes `net`'s BatchNorm running statistics
+/// from the first `n` training images (nothing for 0) and returns the note to print with the
+/// results (empty for 0).
+fn recompute_bn_opt(
+    net: &mut lsoftmax_trainer::network::Network,
+    train_split: &mnist::Split,
+    n: usize,
+    batch: usize,
+) -> Result<String> {
+    if n == 0 {
+        return Ok(String::new());
+    }
+    let n = n.min(train_split.len());
+    if n < 2 {
+        bail!("--recompute-bn needs at least 2 training images, got {n}");
+    }
+    eprintln!("recomputing the BatchNorm statistics from {n} training images ...");
+    let used = train::recompute_bn(net, train_split, n, batch);
+    Ok(format!(
+        ", BatchNorm statistics recomputed from {n} training images ({used} batches)"
+    ))
+}
+
 fn export_cmd(a: ExportArgs) -> Result<()> {
     let ck = Checkpoint::load(&a.checkpoint)?;
+    let batch = ck.config.batch;
     let mut net = Trainer::from_checkpoint(ck)?.net;
     let data = load_data(&a.data)?;
+    let stats_note = recompute_bn_opt(&mut net, &data.train, a.recompute_bn, batch)?;
     let calib = deploy::calibration_images(&data.train, a.calib);
     let q = deploy::export(&net, &calib, a.percentile)?;
     let bytes = q.to_bytes().context("encoding the model")?;
     deploy::write_model(&a.out, &bytes)?;
     let model = deploy::load_model(&bytes, &a.out)?;
     println!(
-        "wrote {}: {} bytes, arena {} bytes, {} MACs per digit (calibrated on {} training images)",
+        "wrote {}: {} bytes, arena {} bytes, {} MACs per digit (calibrated on {} training images{stats_note})",
         a.out.display(),
         bytes.len(),
         model.arena_bytes(),

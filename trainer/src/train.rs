@@ -516,10 +516,6 @@ pub fn run(
     dir: &Path,
     opts: &RunOptions,
 ) -> Result<Option<Evaluation>> {
-    #[cfg(feature = "cuda")]
-    if opts.precise_bn > 0 && trainer.gpu.is_some() {
-        bail!("--precise-bn is not available with --device cuda yet; train without it and use `eval --recompute-bn` on the checkpoint");
-    }
     let paths = RunPaths::new(dir);
     fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))?;
     // A fresh header (the configuration may have changed on resume, e.g. more epochs), then
@@ -602,12 +598,16 @@ pub fn run(
             return Err(e).with_context(|| format!("writing {}", paths.log.display()));
         }
         if opts.precise_bn > 0 {
+            // On the CPU copy (the GPU's state was copied into it at the end of the epoch),
+            // then back to the GPU for its evaluation and the next epoch.
             recompute_bn(
                 &mut trainer.net,
                 &mnist.train,
                 opts.precise_bn,
                 trainer.config.batch,
             );
+            #[cfg(feature = "cuda")]
+            trainer.push_running_stats()?;
         }
         let eval = trainer.evaluate_split(&mnist.test, trainer.config.test_limit)?;
         stats.test_loss = eval.loss;

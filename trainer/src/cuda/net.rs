@@ -224,6 +224,29 @@ impl GpuNetwork {
             flat.extend_from_slice(v);
         }
         self.params.upload(gpu, 0, &flat)?;
+        self.upload_running_stats(gpu, net)?;
+        if momentum.is_empty() {
+            self.momentum_started = false;
+        } else {
+            ensure!(
+                momentum.len() == self.slots.len(),
+                "optimizer state does not match the network"
+            );
+            let flat: Vec<f32> = momentum.iter().flatten().copied().collect();
+            ensure!(flat.len() == self.params.len(), "momentum size mismatch");
+            self.momentum.upload(gpu, 0, &flat)?;
+            self.momentum_started = true;
+        }
+        Ok(())
+    }
+
+    /// Copies `net`'s BatchNorm running statistics (only) to the device, e.g. after
+    /// [`Network::recompute_bn`] on the CPU copy.
+    pub fn upload_running_stats(&mut self, gpu: &Gpu, net: &Network) -> Result<()> {
+        ensure!(
+            net.spec == self.spec,
+            "network architecture differs from the GPU copy"
+        );
         for (l, g) in net.layers.iter().zip(&mut self.layers) {
             if let (
                 Layer::BatchNorm(b),
@@ -237,18 +260,6 @@ impl GpuNetwork {
                 running_mean.upload(gpu, 0, &b.running_mean)?;
                 running_var.upload(gpu, 0, &b.running_var)?;
             }
-        }
-        if momentum.is_empty() {
-            self.momentum_started = false;
-        } else {
-            ensure!(
-                momentum.len() == self.slots.len(),
-                "optimizer state does not match the network"
-            );
-            let flat: Vec<f32> = momentum.iter().flatten().copied().collect();
-            ensure!(flat.len() == self.params.len(), "momentum size mismatch");
-            self.momentum.upload(gpu, 0, &flat)?;
-            self.momentum_started = true;
         }
         Ok(())
     }

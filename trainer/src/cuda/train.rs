@@ -181,6 +181,16 @@ impl Trainer {
         self.gpu.is_some()
     }
 
+    /// Copies the CPU network's BatchNorm running statistics to the GPU (after
+    /// [`recompute_bn`](crate::train::recompute_bn) on it: `train --precise-bn`); nothing
+    /// when training runs on the CPU.
+    pub(crate) fn push_running_stats(&mut self) -> Result<()> {
+        if let Some(g) = self.gpu.as_mut() {
+            g.net.upload_running_stats(&g.gpu, &self.net)?;
+        }
+        Ok(())
+    }
+
     /// [`Trainer::train_epoch`] on the GPU. The CPU network and optimizer are brought up to
     /// date at the end, so checkpoints and evaluation see the trained state.
     pub(crate) fn train_epoch_cuda(

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Issue 6's margin table on the GPU, spread over device sessions: the seed's full recipe
+# (`paper`, 100 epochs, batch 256, lr x0.1 at epochs 50 and 65, seed 0) for m = 1, 2, 3, 4, the
+# runs side by side on the one GPU until --minutes are up, each resumed from its last epoch's
+# checkpoint the next time (a device session has 15 minutes in all). Between sessions the runs
+# live on the build machine in .cache/gpu-runs:
+#
+#   here:  bash scripts/gpu_bundle.sh                   # the binary, its libraries and MNIST
+#   there: bash scripts/gpu_table.sh --minutes 9        # carry .cache/gpu-bundle and .cache/gpu-runs
+#   here:  bash scripts/gpu_table.sh --unpack DIR       # DIR: the call's files (paper-mM.tar)
+#          bash scripts/gpu_table.sh --report           # progress and the markdown table
+#
+# Options (run mode): --minutes N (wall-clock budget, default 9), --margins 1,2,3,4, --epochs N
+# (default 100), --preset P (default paper; run folders and files are named P-mM), --jobs N (runs
+# at once, default: all), --runs DIR (default .cache/gpu-runs);
+# anything after `--` goes to `lsoftmax train` (e.g. `-- --train-limit 2000` for a trial).
+# A run killed at the deadline loses only its unfinished epoch: checkpoints are written
+# atomically after every epoch and a resumed log keeps only the epochs its checkpoint covers.
+# When $OUT is set (the device tool), each run is packed into $OUT/paper-mM.tar (checkpoint,
+# log, console output). GPU_BIN=... runs another binary instead of the bundle's (e.g. a local
+# --features cuda build with the emulated libcuda of scripts/cuda_emu.sh, to try this script
+# without a GPU).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+MODE=run
+MINUTES=9
+MARGINS=1,2,3,4
+EPOCHS=100
+PRESET=paper
+JOBS=0
+RUNS=.cache/gpu-runs
+FROM=
+EXTRA=()
+die() { echo "error: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --minutes) MINUTES="${2:?--minutes needs a value}"; shift 2 ;;
+        --margins) MARGINS="${2:?--margins needs a value}"; shift 2 ;;
+        --epochs) EPOCHS="${2:?--epochs needs a value}"; shift 2 ;;
+        --preset) PRESET="${2:?--preset needs a value}"; shift 2 ;;
+        --jobs) JOBS="${2:?--jobs needs a value}"; shift 2 ;;
+        --runs) RUNS="${2:?--runs needs a value}"; shift 2 ;;
+        --unpack) MODE=unpack; FROM="${2:?--unpack needs the folder holding the P-mM.tar files}"; shift 2 ;;
+        --report) MODE=report; shift ;;
+        --) shift; EXTRA=("$@"); break ;;
+        *) die "unknown argument '$1' (see the comment at the top of $0)" ;;
+    esac
+done
+[[ "$MINUTES" =~ ^[0-9]+$ && "$MINUTES" -gt 0 ]] || die "--minutes must be a positive whole number, got '$MINUTES'"
+[[ "$EPOCHS" =~ ^[0-9]+$ && "$EPOCHS" -gt 0 ]] || die "--epochs must be a positive whole number, got '$EPOCHS'"
+[[ "$JOBS" =~ ^[0-9]+$ ]] || die "--jobs must be a whole number, got '$JOBS'"
+[[ "$MARGINS" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--margins must look like 1,2,3,4, got '$MARGINS'"
+IFS=, read -r -a MS <<< "$MARGINS"
+mkdir -p "$RUNS"
+
+# Epoch lines in a run's log (0 without one).
+epochs_done() { local n; n="$(grep -c '"type":"epoch"' "$1/log.jsonl" 2>/dev/null)"; echo "${n:-0}"; }
+# "epochs N/E, test accuracy A%" of a run folder.
+progress() {
+    python3 - "$1/log.jsonl" <<'PY'
+import json, sys
+header, last = None, None
+try:
+    for line in open(sys.argv[1]):
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if d.get("type") == "header":
+            header = d
+        elif d.get("type") == "epoch":
+            last = d
+except OSError:
+    pass
+total = (header or {}).get("epochs", "?")
+if last is None:
+    print(f"no epoch finished (of {total})")
+else:
+    print(f"epoch {last['epoch']}/{total}, test accuracy {last['test_acc']:.2f}%, "
+          f"train loss {last['train_loss']:.4f}, {last['seconds']:.1f} s per epoch")
+PY
+}
+
+case "$MODE" in
+unpack)
+    [ -d "$FROM" ] || die "$FROM is not a folder"
+    found=0
+    for m in "${MS[@]}"; do
+        tarf="$FROM/$PRESET-m$m.tar"
+        [ -f "$tarf" ] || continue
+        found=1
+        tmp="$(mktemp -d "$RUNS/.unpack.XXXXXX")"
+        tar -xf "$tarf" -C "$tmp" || { rm -rf "$tmp"; die "cannot unpack $tarf"; }
+        new="$tmp/$PRESET-m$m"
+        [ -d "$new" ] || { rm -rf "$tmp"; die "$tarf holds no $PRESET-m$m folder"; }
+        old="$RUNS/$PRESET-m$m"
+        if [ -d "$old" ] && [ "$(epochs_done "$new")" -lt "$(epochs_done "$old")" ]; then
+            echo "$PRESET-m$m: kept the local run ($(epochs_done "$old") epochs; $tarf has $(epochs_done "$new"))"
+            rm -rf "$tmp"
+            continue
+        fi
+        # Swap folders so an interruption never leaves a half-written run.
+        [ -d "$old" ] && mv "$old" "$old.old"
+        mv "$new" "$old" && rm -rf "$old.old" "$tmp"
+        echo "$PRESET-m$m: $(progress "$old")"
+    done
+    [ "$found" = 1 ] || die "no $PRESET-mM.tar for margins $MARGINS in $FROM"
+    ;;
+report)
+    logs=()
+    for m in "${MS[@]}"; do
+        d="$RUNS/$PRESET-m$m"
+        echo "$PRESET-m$m: $(progress "$d")"
+        [ -f "$d/log.jsonl" ] && logs+=("$d/log.jsonl")
+    done
+    [ ${#logs[@]} -gt 0 ] || die "no runs in $RUNS yet"
+    if [ -x target/release/lsoftmax ]; then
+        target/release/lsoftmax report --logs "${logs[@]}"
+    else
+        cargo run -q --release -p lsoftmax-trainer --bin lsoftmax -- report --logs "${logs[@]}"
+    fi
+    ;;
+run)
+    # BIN (the bundled binary) and DATA (the bundled MNIST); see gpu_bundle_env.sh.
+    source scripts/gpu_bundle_env.sh
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+    deadline=$((SECONDS + MINUTES * 60))
+    [ "$JOBS" -gt 0 ] || JOBS=${#MS[@]}
+    # Each run's CPU side is light (the data set lives on the GPU): share the cores.
+    threads=$(( $(nproc) / JOBS )); [ "$threads" -gt 0 ] || threads=1
+    declare -A pid_of=()
+    for m in "${MS[@]}"; do
+        d="$RUNS/$PRESET-m$m"
+        mkdir -p "$d"
+        if [ "$(epochs_done "$d")" -ge "$EPOCHS" ]; then
+            echo "$PRESET-m$m: done ($(progress "$d"))"
+            continue
+        fi
+        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+        left=$((deadline - SECONDS))
+        if [ "$left" -lt 60 ]; then
+            echo "$PRESET-m$m: not started, less than a minute left"
+            continue
+        fi
+        args=(train --device cuda --preset "$PRESET" --margin "$m" --epochs "$EPOCHS" --quiet
+              --out "$d" --data "$DATA" "${EXTRA[@]}")
+        [ -f "$d/checkpoint.bin" ] && args+=(--resume)
+        echo "$PRESET-m$m: $([ -f "$d/checkpoint.bin" ] && echo resuming || echo starting) for up to ${left} s"
+        echo "=== $(date -u +%FT%TZ) ${args[*]}" >> "$d/train.out"
+        RAYON_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads \
+            timeout --kill-after=30 "$left" "$BIN" "${args[@]}" >> "$d/train.out" 2>&1 &
+        pid_of[$m]=$!
+    done
+    status=0
+    for m in "${!pid_of[@]}"; do
+        wait "${pid_of[$m]}"; rc=$?
+        # 124: stopped at the deadline, as planned.
+        if [ "$rc" != 0 ] && [ "$rc" != 124 ]; then
+            echo "$PRESET-m$m: train failed (exit $rc); the end of its output:"
+            tail -n 20 "$RUNS/$PRESET-m$m/train.out"
+            status=1
+        fi
+    done
+    echo
+    echo "=== progress"
+    for m in "${MS[@]}"; do
+        d="$RUNS/$PRESET-m$m"
+        echo "$PRESET-m$m: $(progress "$d")"
+        if [ -n "${OUT:-}" ] && [ -d "$d" ]; then
+            tar -cf "$OUT/$PRESET-m$m.tar" -C "$RUNS" "$PRESET-m$m"
+        fi
+    done
+    exit $status
+    ;;
+esac
