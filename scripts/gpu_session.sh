@@ -4,13 +4,13 @@
 # the minutes left. Run on the GPU machine from the repository root, carrying .cache/gpu-bundle
 # (and .cache/gpu-runs once it exists):
 #
-#   bash scripts/gpu_session.sh [MINUTES]      # total wall-clock budget, default 11
+#   bash scripts/gpu_session.sh [MINUTES]      # total wall-clock budget, default 9 (a device command may run 10)
 #
 # Writes gpu_check.log (and the runs' paper-mM.tar, see gpu_table.sh) under $OUT when set.
 # Back here: bash scripts/gpu_table.sh --unpack FILES_AT, then --report.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TOTAL="${1:-11}"
+TOTAL="${1:-9}"
 [[ "$TOTAL" =~ ^[0-9]+$ ]] || { echo "error: MINUTES must be a whole number, got '$TOTAL'" >&2; exit 2; }
 LOG="${OUT:-/tmp}/gpu_check.log"
 bash scripts/gpu_check.sh 2>&1 | tee "$LOG"

@@ -6,12 +6,12 @@
 # live on the build machine in .cache/gpu-runs:
 #
 #   here:  bash scripts/gpu_bundle.sh                   # the binary, its libraries and MNIST
-#   there: bash scripts/gpu_table.sh --minutes 9        # carry .cache/gpu-bundle and .cache/gpu-runs
+#   there: bash scripts/gpu_table.sh --minutes 8        # carry .cache/gpu-bundle and .cache/gpu-runs
 #   here:  bash scripts/gpu_table.sh --unpack DIR       # DIR: the call's files (paper-mM.tar)
 #          bash scripts/gpu_table.sh --report           # progress and the markdown table
 #
-# Options (run mode): --minutes N (wall-clock budget, default 9), --margins 1,2,3,4, --epochs N
-# (default 100), --preset P (default paper; run folders and files are named P-mM), --jobs N (runs
+# Options (run mode): --minutes N (wall-clock budget, default 8: a device command may run 10),
+# --margins 1,2,3,4, --epochs N (default 100), --preset P (default paper; run folders and files are named P-mM), --jobs N (runs
 # at once, default: all), --runs DIR (default .cache/gpu-runs);
 # anything after `--` goes to `lsoftmax train` (e.g. `-- --train-limit 2000` for a trial).
 # A run killed at the deadline loses only its unfinished epoch: checkpoints are written
@@ -23,7 +23,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=run
-MINUTES=9
+MINUTES=8
 MARGINS=1,2,3,4
 EPOCHS=100
 PRESET=paper
