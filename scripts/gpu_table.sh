@@ -11,8 +11,8 @@
 #          bash scripts/gpu_table.sh --report           # progress and the markdown table
 #
 # Options (run mode): --minutes N (wall-clock budget, default 8: a device command may run 10),
-# --margins 1,2,3,4, --epochs N (default 100), --preset P (default paper; run folders and files are named P-mM), --jobs N (runs
-# at once, default: all), --runs DIR (default .cache/gpu-runs);
+# --margins 1,2,3,4, --epochs N (default 100), --preset P (default paper; run folders and files
+# are named P-mM), --jobs N (runs at once, default: all), --runs DIR (default .cache/gpu-runs);
 # anything after `--` goes to `lsoftmax train` (e.g. `-- --train-limit 2000` for a trial).
 # A run killed at the deadline loses only its unfinished epoch: checkpoints are written
 # atomically after every epoch and a resumed log keeps only the epochs its checkpoint covers.
