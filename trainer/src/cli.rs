@@ -259,8 +259,8 @@ pub struct ExportArgs {
     /// images (in the checkpoint's batch size, in file order) with the checkpoint's weights, as
     /// `eval --recompute-bn` does; the exported model (and the f32 model of --f32-out) then
     /// carries them, the checkpoint file is not changed. For checkpoints whose running
-    /// statistics lag the weights (a short run at a high learning rate, or one trained without
-    /// `--precise-bn`, such as every `--device cuda` run). 0 (the default): the checkpoint's own.
+    /// statistics lag the weights (a short run at a high learning rate trained without
+    /// `--precise-bn`). 0 (the default): the checkpoint's own.
     #[arg(long, default_value_t = 0)]
     pub recompute_bn: usize,
     /// Skip the accuracy comparison on the test set after exporting.
