@@ -3,7 +3,7 @@
 //!
 //! ```ignore
 //! let model = infer_core::Model::from_bytes(MODEL_BYTES)?;   // validates everything
-//! let mut arena = [0u8; 90_000];                           // >= model.arena_bytes()
+//! let mut arena = [0u8; 52_000];                           // >= model.arena_bytes()
 //! let p = model.classify(&image, &mut arena, Some(infer_core::Threshold::MinCos(0.5)))?;
 //! ```
 //!
@@ -46,7 +46,16 @@
 //!   output channels and reads the activations in place. Without the feature (as in the
 //!   firmware demo, whose model has only 3x3 convolutions) they run one channel at a time.
 //!
-//! Results are bit-identical whatever the target or flags.
+//! # Memory
+//!
+//! The caller's arena is the only working memory (plus the kernels' stack frames: about
+//! 26 KB for `poly` on a Cortex-M4). Convolutions whose output has their input's shape and
+//! the pooling run in place, through a stage of a few rows, so the arena holds one large map
+//! rather than two: 51,280 bytes for `paper` ([`Model::arena_bytes`]; docs/model-format.md,
+//! section 7). A larger arena only enlarges the stage, fewer and longer kernel calls
+//! ([`Model::arena_bytes_fast`]: 89,552 bytes for `paper`, about 12 % faster on a desktop).
+//!
+//! Results are bit-identical whatever the target, flags or arena size.
 
 #![no_std]
 #![forbid(unsafe_code)]

@@ -1,7 +1,7 @@
 //! A validated, borrowed model and integer inference.
 
 use crate::format::{decode_into, unframe, LayerDesc, LayerParams, ModelBody, MAX_CLASSES};
-use crate::kernels::{conv2d, dense, dot_i8, maxpool2};
+use crate::kernels::{conv2d, conv2d_in_place, dense, dot_i8, maxpool2_in_place};
 use crate::math::{acos_f32, chunk_i32, isqrt_u64};
 use crate::validate;
 use crate::Error;
@@ -45,6 +45,10 @@ pub struct Model<'a> {
     head_norm_q16: [u64; MAX_CLASSES],
     /// Scratch bytes at the start of the arena (largest convolution receptive field).
     scratch: usize,
+    /// Bytes of the maps and vectors at the end of the arena (see `validate::Sizes`).
+    maps: usize,
+    /// Extra bytes of [`Model::arena_bytes_fast`].
+    fast_extra: usize,
     arena: usize,
     macs: u64,
 }
@@ -64,12 +68,16 @@ impl<'a> Model<'a> {
             body: ModelBody::empty(),
             head_norm_q16: [0; MAX_CLASSES],
             scratch: 0,
+            maps: 0,
+            fast_extra: 0,
             arena: 0,
             macs: 0,
         };
         decode_into(unframe(bytes)?, &mut m.body)?;
         let sizes = validate::check(&m.body)?;
         m.scratch = sizes.scratch;
+        m.maps = sizes.maps;
+        m.fast_extra = sizes.fast_stage.saturating_sub(sizes.stage);
         m.arena = sizes.arena;
         m.macs = sizes.macs;
         // sqrt(|W_j|^2) with 16 fractional bits; |W_j|^2 <= 2^16 * 2^14 = 2^30, so the
@@ -90,10 +98,21 @@ impl<'a> Model<'a> {
     }
 
     /// Bytes of scratch memory [`Model::classify`] needs: the largest convolution receptive
-    /// field (`k*k*cin`, a window buffer) plus the largest `input + output` size over all
-    /// layers (two int8 maps that live at the two ends of the rest of the arena).
+    /// field (`k*k*cin`, a window buffer), a stage of rows for the convolutions computed in
+    /// place (those whose output has their input's shape: `pad + 3` rows of the largest such
+    /// map), and the largest `input + output` size over the other layers (two int8 maps that
+    /// live at the two ends of the rest of the arena). See docs/model-format.md, section 7.
     pub fn arena_bytes(&self) -> usize {
         self.arena
+    }
+
+    /// An arena size with which every in-place convolution runs in one kernel call per
+    /// layer (its stage holds the whole map and the pending rows): [`Model::arena_bytes`]
+    /// plus at most one map. Faster where memory is plentiful (a desktop); any size from
+    /// [`Model::arena_bytes`] on gives the same results, the bytes beyond it enlarge the
+    /// stage.
+    pub fn arena_bytes_fast(&self) -> usize {
+        self.arena.saturating_add(self.fast_extra)
     }
 
     /// Multiply-accumulates per image (convolutions, dense layers and the head).
@@ -157,16 +176,21 @@ impl<'a> Model<'a> {
             });
         }
         let got = arena.len();
-        let arena = arena.get_mut(..self.arena).ok_or(Error::ArenaTooSmall {
-            needed: self.arena,
-            got,
-        })?;
+        if got < self.arena {
+            return Err(Error::ArenaTooSmall {
+                needed: self.arena,
+                got,
+            });
+        }
+        // [window | stage (the bytes beyond `arena_bytes()` too) | maps].
         let (win, arena) = arena.split_at_mut_checked(self.scratch).ok_or(LAYOUT)?;
+        let stage_len = arena.len().checked_sub(self.maps).ok_or(LAYOUT)?;
+        let (stage, arena) = arena.split_at_mut_checked(stage_len).ok_or(LAYOUT)?;
         let lut = self.body.input.lut;
         for (d, &p) in arena.iter_mut().zip(image) {
             *d = lut.get(usize::from(p)).copied().unwrap_or(0);
         }
-        // The current map sits at the front of the arena (`front`) or at its back.
+        // The current map sits at the front of the maps region (`front`) or at its back.
         let mut front = true;
         let mut cur = n_in;
         for (d, p) in self
@@ -184,6 +208,42 @@ impl<'a> Model<'a> {
                 LayerDesc::Dense { output, .. } => output as usize,
                 LayerDesc::Flatten { .. } => continue,
             };
+            // Pooling, and a convolution whose output has its input's shape, run in place
+            // (the map stays at its end of the arena).
+            let total = arena.len();
+            let start = if front { 0 } else { total.saturating_sub(cur) };
+            match (*d, *p) {
+                (
+                    LayerDesc::Conv {
+                        input,
+                        output,
+                        k,
+                        pad,
+                    },
+                    LayerParams::Conv(kp),
+                ) if input == output => {
+                    let map = arena.get_mut(start..start + cur).ok_or(LAYOUT)?;
+                    let (k, pad) = (usize::from(k), usize::from(pad));
+                    conv2d_in_place(map, input, k, pad, &kp, win, stage);
+                    continue;
+                }
+                (LayerDesc::MaxPool2 { input, output }, LayerParams::MaxPool2) => {
+                    let map = arena.get_mut(start..start + cur).ok_or(LAYOUT)?;
+                    maxpool2_in_place(map, input, output, stage);
+                    // The pooled map is at the start of the old one: at the back, move it
+                    // to the end.
+                    if !front {
+                        let to = total.checked_sub(out_len).ok_or(LAYOUT)?;
+                        if start + out_len > total {
+                            return Err(LAYOUT);
+                        }
+                        arena.copy_within(start..start + out_len, to);
+                    }
+                    cur = out_len;
+                    continue;
+                }
+                _ => {}
+            }
             let (src, dst) = split(arena, front, cur, out_len).ok_or(LAYOUT)?;
             match (*d, *p) {
                 (
@@ -199,14 +259,12 @@ impl<'a> Model<'a> {
                     input,
                     dst,
                     output,
+                    0..usize::from(output.h),
                     usize::from(k),
                     usize::from(pad),
                     &kp,
                     win,
                 ),
-                (LayerDesc::MaxPool2 { input, output }, LayerParams::MaxPool2) => {
-                    maxpool2(src, input, dst, output)
-                }
                 (LayerDesc::Dense { .. }, LayerParams::Dense(kp)) => dense(src, dst, &kp),
                 _ => return Err(LAYOUT),
             }

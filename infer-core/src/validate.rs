@@ -8,6 +8,7 @@
 //! the layer index and a message naming the field) in one place.
 
 use crate::format::{ModelBody, Shape, MAX_CLASSES};
+use crate::kernels::STAGE_ROWS;
 use crate::math::{MAX_BIAS, MAX_OFFSET, MAX_SHIFT, MAX_TERMS, MIN_SHIFT};
 use crate::Error;
 
@@ -213,7 +214,16 @@ const VECTOR: Shape = Shape { h: 0, w: 0, c: 0 };
 pub(crate) struct Sizes {
     /// Largest convolution receptive field (`k*k*cin`).
     pub scratch: usize,
-    /// [`crate::Model::arena_bytes`].
+    /// Rows staged by the convolutions computed in place (those whose output has their
+    /// input's shape): the largest `(pad + STAGE_ROWS) * w * c` among them, 0 without any.
+    pub stage: usize,
+    /// The stage with which every in-place convolution is one kernel call: the largest
+    /// `(h + pad) * w * c` among them.
+    pub fast_stage: usize,
+    /// Bytes of the maps and vectors: the largest of `input + output` over the layers that
+    /// write a new map or vector, and of the maps the in-place convolutions work on.
+    pub maps: usize,
+    /// [`crate::Model::arena_bytes`]: `scratch + stage + maps`.
     pub arena: usize,
     /// Multiply-accumulates per image.
     pub macs: u64,
@@ -246,7 +256,10 @@ fn checks(body: &ModelBody<'_>, layer: &mut usize) -> Result<Sizes, Fault> {
     let mut cur_len = hw * hw;
     let mut s = Sizes {
         scratch: 0,
-        arena: cur_len,
+        stage: 0,
+        fast_stage: 0,
+        maps: cur_len,
+        arena: 0,
         macs: 0,
     };
     let layers = h.arch.as_slice().iter().zip(body.layers.as_slice());
@@ -339,10 +352,31 @@ fn checks(body: &ModelBody<'_>, layer: &mut usize) -> Result<Sizes, Fault> {
                 .macs
                 .saturating_add((out_len as u64).saturating_mul(terms as u64));
         }
-        // Every layer but Flatten writes a new map or vector next to the current one.
-        if shape != VECTOR || kernel.is_some() {
+        let in_place = match *d {
+            D::Conv { pad, .. } => Some(usize::from(pad)),
+            _ => None,
+        };
+        // A convolution whose output has its input's shape runs in place (see
+        // `kernels::conv2d_in_place`); every other layer but Flatten writes a new map or
+        // vector next to the current one.
+        if let (D::MaxPool2 { .. }, (pooled, _)) = (d, out) {
+            // In place too (see `kernels::maxpool2_in_place`): one output row of stage.
+            let row = usize::from(pooled.w) * usize::from(pooled.c);
+            s.stage = s.stage.max(row);
+            s.maps = s.maps.max(cur_len);
+        } else if let (Some(pad), true) = (in_place, cur == out) {
+            let rows = pad + STAGE_ROWS;
+            let row = usize::from(shape.w) * usize::from(shape.c);
+            let stage = rows.checked_mul(row).ok_or(Fault::MapTooLarge)?;
+            s.stage = s.stage.max(stage);
+            let fast = (usize::from(shape.h) + pad)
+                .checked_mul(row)
+                .ok_or(Fault::MapTooLarge)?;
+            s.fast_stage = s.fast_stage.max(fast);
+            s.maps = s.maps.max(cur_len);
+        } else if shape != VECTOR || kernel.is_some() {
             let both = cur_len.checked_add(out_len).ok_or(Fault::MapTooLarge)?;
-            s.arena = s.arena.max(both);
+            s.maps = s.maps.max(both);
         }
         cur = out;
         cur_len = out_len;
@@ -361,6 +395,10 @@ fn checks(body: &ModelBody<'_>, layer: &mut usize) -> Result<Sizes, Fault> {
     check_arrays(classes, &[head.mult], &HEAD)?;
     ensure(head.shift <= 62, Fault::HeadShift)?;
     s.macs = s.macs.saturating_add((features * classes) as u64);
-    s.arena = s.arena.checked_add(s.scratch).ok_or(Fault::ArenaTooLarge)?;
+    s.arena = s
+        .maps
+        .checked_add(s.scratch)
+        .and_then(|a| a.checked_add(s.stage))
+        .ok_or(Fault::ArenaTooLarge)?;
     Ok(s)
 }

@@ -59,7 +59,7 @@ pub struct ModelEvaluation {
 }
 
 /// Classifies the first `limit` images of `split` with `infer-core` (in parallel, one arena
-/// per task).
+/// per task, of [`Model::arena_bytes_fast`]).
 pub fn evaluate_model(
     model: &Model<'_>,
     split: &Split,
@@ -70,7 +70,7 @@ pub fn evaluate_model(
     let results: Vec<(u8, bool)> = (0..n)
         .into_par_iter()
         .map_init(
-            || vec![0u8; model.arena_bytes()],
+            || vec![0u8; model.arena_bytes_fast()],
             |arena, i| {
                 model
                     .classify(split.image(i), arena, threshold)
@@ -99,9 +99,10 @@ pub fn evaluate_model(
     })
 }
 
-/// Single-thread throughput of `infer-core` on the first `count` images: images per second.
+/// Single-thread throughput of `infer-core` on the first `count` images: images per second
+/// (with an arena of [`Model::arena_bytes_fast`]).
 pub fn model_throughput(model: &Model<'_>, split: &Split, count: usize) -> Result<f64> {
-    let mut arena = vec![0u8; model.arena_bytes()];
+    let mut arena = vec![0u8; model.arena_bytes_fast()];
     let n = count.min(split.len()).max(1);
     let start = Instant::now();
     let mut checksum = 0usize;
@@ -117,7 +118,8 @@ pub fn model_throughput(model: &Model<'_>, split: &Split, count: usize) -> Resul
 
 /// Checks that `infer-core` (on `bytes`) and the quantizer's independent integer simulation (on
 /// `q`) agree bit for bit (class and integer head dot products) on the first `count` images of
-/// `split`. Returns the number of digits compared, or an error naming the first disagreement.
+/// `split`, with the smallest arena ([`Model::arena_bytes`], as on a microcontroller). Returns
+/// the number of digits compared, or an error naming the first disagreement.
 pub fn verify_against_simulation(
     q: &QuantModel,
     bytes: &[u8],

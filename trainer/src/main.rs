@@ -607,10 +607,11 @@ fn bench_infer_cmd(a: BenchInferArgs) -> Result<()> {
         let ips = deploy::model_throughput(&model, &data.test, a.images)?;
         let ms = 1000.0 / ips;
         println!(
-            "  infer-core  {}: {ips:8.1} images/s ({ms:.3} ms/digit; {} MACs, file {} bytes, arena {} bytes)",
+            "  infer-core  {}: {ips:8.1} images/s ({ms:.3} ms/digit; {} MACs, file {} bytes, arena {} bytes; {} at the smallest)",
             path.display(),
             model.macs(),
             bytes.len(),
+            model.arena_bytes_fast(),
             model.arena_bytes()
         );
         if model.macs() > 50_000_000 {

@@ -60,7 +60,8 @@ pub(super) fn conv2d(src: &[u8], dst: &mut [u8], g: &Geom, p: &KernelParams<'_>)
     // Receptive fields as int16, padded with a zero to an even length (never overwritten:
     // `gather` writes the first `kkc` values only).
     let mut xbuf = [[0i16; 2 * MAX_KP]; PX];
-    let npix = g.oh * ow;
+    // Output pixels `first_pix .. npix` (rows `g.y0 .. g.y1`); `dst` starts at the first.
+    let (first_pix, npix) = (g.y0 * ow, g.y1 * ow);
     // As many channel blocks as the buffer holds are packed together, so that each pixel
     // group's receptive fields are gathered once for all of them.
     let per_pass = (MAX_PACK / kp).clamp(1, MAX_BLOCKS);
@@ -78,7 +79,7 @@ pub(super) fn conv2d(src: &[u8], dst: &mut [u8], g: &Geom, p: &KernelParams<'_>)
             *rq = BlockParams::of(p, c0, nc);
             nblocks += 1;
         }
-        for first in (0..npix).step_by(PX) {
+        for first in (first_pix..npix).step_by(PX) {
             // Gather the group's receptive fields (a group may span output rows; slots past
             // the last pixel keep stale values whose results are not stored).
             for (pix, xs) in (first..npix).zip(xbuf.iter_mut()) {
@@ -94,7 +95,7 @@ pub(super) fn conv2d(src: &[u8], dst: &mut [u8], g: &Geom, p: &KernelParams<'_>)
             for ((wpk, rq), c0) in blocks {
                 let acc = micro(wpk, &xbuf);
                 for (pix, a) in (first..npix).zip(acc) {
-                    if let Some(out) = dst.get_mut(pix * cout + c0..) {
+                    if let Some(out) = dst.get_mut((pix - first_pix) * cout + c0..) {
                         rq.apply(out, a);
                     }
                 }

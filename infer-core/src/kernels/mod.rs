@@ -176,17 +176,19 @@ fn pixel_outputs(
 }
 
 /// Shapes of one convolution (stride 1, zero padding `pad` on every side): input
-/// `h x w x cin`, output `oh x ow x cout`, kernel `k x k`.
+/// `h x w x cin`, output `_ x ow x cout`, kernel `k x k`; a call computes the output rows
+/// `y0 .. y1` (the destination holds those rows only).
 #[derive(Clone, Copy, Debug)]
 struct Geom {
     h: usize,
     w: usize,
     cin: usize,
-    oh: usize,
     ow: usize,
     cout: usize,
     k: usize,
     pad: usize,
+    y0: usize,
+    y1: usize,
 }
 
 impl Geom {
@@ -241,28 +243,33 @@ fn gather<T: Copy + Default>(
     }
 }
 
-/// Fused convolution (stride 1, zero padding) + two-branch requantization. `win` is scratch
-/// space of at least `k*k*cin` bytes.
+/// Fused convolution (stride 1, zero padding) + two-branch requantization of the output
+/// rows `rows` (clamped to the output) into `dst`, which holds those rows only. `win` is
+/// scratch space of at least `k*k*cin` bytes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv2d(
     src: &[u8],
     inp: Shape,
     dst: &mut [u8],
     out: Shape,
+    rows: core::ops::Range<usize>,
     k: usize,
     pad: usize,
     p: &KernelParams<'_>,
     win: &mut [u8],
 ) {
+    let oh = usize::from(out.h);
+    let y1 = rows.end.min(oh);
     let g = Geom {
         h: usize::from(inp.h),
         w: usize::from(inp.w),
         cin: usize::from(inp.c),
-        oh: usize::from(out.h),
         ow: usize::from(out.w),
         cout: usize::from(out.c),
         k,
         pad,
+        y0: rows.start.min(y1),
+        y1,
     };
     let kkc = g.kkc();
     let Some(win) = win.get_mut(..kkc) else {
@@ -275,14 +282,39 @@ pub(crate) fn conv2d(
     // kernels as packed channel pairs with the activations read in place (see `packed`,
     // with the `packed-conv` feature).
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    if g.k == 3 && poly::conv2d(src, g.h, g.w, g.cin, dst, g.oh, g.ow, g.cout, g.pad, p) {
+    if g.k == 3
+        && poly::conv2d(
+            src,
+            g.h,
+            g.w,
+            g.cin,
+            dst,
+            g.y0..g.y1,
+            g.ow,
+            g.cout,
+            g.pad,
+            p,
+        )
+    {
         return;
     }
     #[cfg(all(
         feature = "packed-conv",
         not(any(target_arch = "x86_64", target_arch = "aarch64"))
     ))]
-    if packed::conv2d(src, g.h, g.w, g.cin, dst, g.oh, g.ow, g.cout, g.k, g.pad, p) {
+    if packed::conv2d(
+        src,
+        g.h,
+        g.w,
+        g.cin,
+        dst,
+        g.y0..g.y1,
+        g.ow,
+        g.cout,
+        g.k,
+        g.pad,
+        p,
+    ) {
         return;
     }
     // x86-64 with AVX2: register-blocked `vpmaddwd` micro-kernel (see `avx2`).
@@ -305,7 +337,7 @@ pub(crate) fn conv2d(
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     with_dot!(kkc, dot => {
         let mut pixels = dst.chunks_exact_mut(g.cout);
-        for oy in 0..g.oh {
+        for oy in g.y0..g.y1 {
             for ox in 0..g.ow {
                 let Some(px) = pixels.next() else { return };
                 gather(win, src, &g, oy, ox, |v| v);
@@ -314,6 +346,65 @@ pub(crate) fn conv2d(
             }
         }
     });
+}
+
+/// Output rows a convolution computed in place writes per kernel call when its stage has
+/// the size [`crate::Model::arena_bytes`] provides (`pad + STAGE_ROWS` rows of the map).
+pub(crate) const STAGE_ROWS: usize = 3;
+
+/// A convolution whose output has its input's shape `shape` (`k = 2 * pad + 1`, as many
+/// output as input channels), computed in place in `map` (`h * w * c` bytes). Blocks of
+/// output rows are computed into `stage`, and each output row is copied over its input row
+/// once no later output row reads that input row (output row `y` reads input rows
+/// `y - pad ..= y + pad`), so `stage` holds up to `pad` rows waiting for that and the block
+/// being computed: it needs at least `pad + 1` rows of `w * c` bytes (else nothing is
+/// written); the more it holds, the fewer kernel calls.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_in_place(
+    map: &mut [u8],
+    shape: Shape,
+    k: usize,
+    pad: usize,
+    p: &KernelParams<'_>,
+    win: &mut [u8],
+    stage: &mut [u8],
+) {
+    let (h, row) = (
+        usize::from(shape.h),
+        usize::from(shape.w) * usize::from(shape.c),
+    );
+    if row == 0 {
+        return;
+    }
+    let Some(block) = (stage.len() / row).checked_sub(pad).filter(|&b| b > 0) else {
+        return;
+    };
+    // Output rows `y0 - pending .. y0` wait in the first `pending` rows of `stage`.
+    let (mut y0, mut pending) = (0, 0);
+    while y0 < h {
+        let y1 = (y0 + block).min(h);
+        let n = y1 - y0;
+        let Some(dst) = stage.get_mut(pending * row..(pending + n) * row) else {
+            return;
+        };
+        conv2d(map, shape, dst, shape, y0..y1, k, pad, p, win);
+        // The next block reads input rows from `y1 - pad` on: keep the output rows from
+        // there in `stage`, copy the others over their input rows.
+        let keep = if y1 == h { 0 } else { pad.min(pending + n) };
+        let flush = pending + n - keep;
+        let first = y0 - pending;
+        if let (Some(d), Some(s)) = (
+            map.get_mut(first * row..(first + flush) * row),
+            stage.get(..flush * row),
+        ) {
+            d.copy_from_slice(s);
+        }
+        if let Some(s) = stage.get_mut(..(flush + keep) * row) {
+            s.copy_within(flush * row.., 0);
+        }
+        pending = keep;
+        y0 = y1;
+    }
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
@@ -336,15 +427,16 @@ mod poly;
 #[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
 mod requant;
 
-/// 2x2 stride-2 max pooling on an HWC int8 map (odd trailing row/column dropped).
-pub(crate) fn maxpool2(src: &[u8], inp: Shape, dst: &mut [u8], out: Shape) {
+/// 2x2 stride-2 max pooling on an HWC int8 map (odd trailing row/column dropped) of the
+/// output rows `rows` (clamped to the output) into `dst`, which holds those rows only.
+fn maxpool2(src: &[u8], inp: Shape, dst: &mut [u8], out: Shape, rows: core::ops::Range<usize>) {
     let (w, c) = (usize::from(inp.w), usize::from(inp.c));
-    let (oh, ow) = (usize::from(out.h), usize::from(out.w));
+    let ow = usize::from(out.w);
     if c == 0 {
         return;
     }
     let mut pixels = dst.chunks_exact_mut(c);
-    for oy in 0..oh {
+    for oy in rows.start..rows.end.min(usize::from(out.h)) {
         let r0 = 2 * oy * w * c;
         let r1 = r0 + w * c;
         for ox in 0..ow {
@@ -361,6 +453,32 @@ pub(crate) fn maxpool2(src: &[u8], inp: Shape, dst: &mut [u8], out: Shape) {
             for ((((o, &a), &b), &d), &e) in px.iter_mut().zip(a).zip(b).zip(d).zip(e) {
                 *o = (a as i8).max(b as i8).max((d as i8).max(e as i8)) as u8;
             }
+        }
+    }
+}
+
+/// [`maxpool2`] in place: the pooled map ends up at the start of `map` (the input's
+/// `h * w * c` bytes). Blocks of output rows are computed into `stage` (at least one output
+/// row, `ow * c` bytes, else nothing is written) and copied to the start of `map`, which
+/// only ever covers input rows already read (output row `y` reads input rows `2y`, `2y + 1`
+/// and lands within the first `y + 1` half-rows).
+pub(crate) fn maxpool2_in_place(map: &mut [u8], inp: Shape, out: Shape, stage: &mut [u8]) {
+    let (oh, row) = (usize::from(out.h), usize::from(out.w) * usize::from(out.c));
+    if row == 0 {
+        return;
+    }
+    let block = stage.len() / row;
+    if block == 0 {
+        return;
+    }
+    for y0 in (0..oh).step_by(block) {
+        let y1 = (y0 + block).min(oh);
+        let Some(dst) = stage.get_mut(..(y1 - y0) * row) else {
+            return;
+        };
+        maxpool2(map, inp, dst, out, y0..y1);
+        if let Some(d) = map.get_mut(y0 * row..y1 * row) {
+            d.copy_from_slice(dst);
         }
     }
 }
@@ -448,6 +566,57 @@ mod tests {
         }
     }
 
+    /// Per-channel requantization constants for the convolution tests.
+    struct Requants {
+        bias: std::vec::Vec<u8>,
+        mp: std::vec::Vec<u8>,
+        mn: std::vec::Vec<u8>,
+        off: std::vec::Vec<u8>,
+        shift: std::vec::Vec<u8>,
+    }
+
+    impl Requants {
+        /// Constants for `cout` channels over receptive fields of `kkc` values. Larger
+        /// receptive fields need a larger shift to stay off the clamp; odd channels use 2^10
+        /// times the multipliers and 10 more shift (at least 32: the Cortex-M
+        /// requantization's 32-bit path).
+        fn new(cout: usize, kkc: usize) -> Self {
+            let mut r = Requants {
+                bias: vec![],
+                mp: vec![],
+                mn: vec![],
+                off: vec![],
+                shift: vec![],
+            };
+            for c in 0..cout as i32 {
+                let scale = if c % 2 == 1 { 1024 } else { 1 };
+                r.bias.extend_from_slice(&(c * 1000 - 3000).to_le_bytes());
+                // (13 distinct multipliers keep `* 1024` inside i32, and differ across blocks.)
+                let cm = c % 13;
+                r.mp.extend_from_slice(&((1_000_000 + cm * 77_777) * scale).to_le_bytes());
+                r.mn.extend_from_slice(&((300_000 + cm * 55_555) * scale).to_le_bytes());
+                let o = i64::from(c) * 12_345 - 40_000;
+                r.off
+                    .extend_from_slice(&(o * i64::from(scale)).to_le_bytes());
+                let s = if kkc > 100 { 29u8 } else { 24 };
+                r.shift.push(if c % 2 == 1 { s + 10 } else { s });
+            }
+            r
+        }
+
+        fn params<'a>(&'a self, weights: &'a [u8]) -> KernelParams<'a> {
+            KernelParams {
+                weights,
+                bias: &self.bias,
+                mult_pos: &self.mp,
+                mult_neg: &self.mn,
+                shift: &self.shift,
+                offset: &self.off,
+                out_scale: 1.0,
+            }
+        }
+    }
+
     /// All convolution kernels agree bit for bit: the x86-64 ones (AVX2, which `conv2d`
     /// takes where it can, and `wide`) and the Cortex-M ones (packed channel pairs, and the
     /// direct one for larger receptive fields): odd channel counts, padding on every
@@ -492,35 +661,8 @@ mod tests {
             src[0] = 0x80;
             weights[0] = 0x80;
             weights[1] = 0x7f;
-            let mut bias = vec![];
-            let mut mp = vec![];
-            let mut mn = vec![];
-            let mut off = vec![];
-            // Larger receptive fields need a larger shift to stay off the clamp; odd channels
-            // use 2^10 times the multipliers and 10 more shift (at least 32: the Cortex-M
-            // requantization's 32-bit path).
-            let mut shift = vec![];
-            for c in 0..cout as i32 {
-                let scale = if c % 2 == 1 { 1024 } else { 1 };
-                bias.extend_from_slice(&(c * 1000 - 3000).to_le_bytes());
-                // (13 distinct multipliers keep `* 1024` inside i32, and differ across blocks.)
-                let cm = c % 13;
-                mp.extend_from_slice(&((1_000_000 + cm * 77_777) * scale).to_le_bytes());
-                mn.extend_from_slice(&((300_000 + cm * 55_555) * scale).to_le_bytes());
-                let o = i64::from(c) * 12_345 - 40_000;
-                off.extend_from_slice(&(o * i64::from(scale)).to_le_bytes());
-                let s = if kkc > 100 { 29u8 } else { 24 };
-                shift.push(if c % 2 == 1 { s + 10 } else { s });
-            }
-            let p = KernelParams {
-                weights: &weights,
-                bias: &bias,
-                mult_pos: &mp,
-                mult_neg: &mn,
-                shift: &shift,
-                offset: &off,
-                out_scale: 1.0,
-            };
+            let rq = Requants::new(cout, kkc);
+            let p = rq.params(&weights);
             let sh = |h: usize, w: usize, c: usize| Shape {
                 h: h as u16,
                 w: w as u16,
@@ -530,11 +672,12 @@ mod tests {
                 h,
                 w,
                 cin,
-                oh,
                 ow,
                 cout,
                 k,
                 pad,
+                y0: 0,
+                y1: oh,
             };
             let mut a = vec![0u8; oh * ow * cout];
             let mut win = vec![0u8; kkc];
@@ -543,6 +686,7 @@ mod tests {
                 sh(h, w, cin),
                 &mut a,
                 sh(oh, ow, cout),
+                0..oh,
                 k,
                 pad,
                 &p,
@@ -557,14 +701,14 @@ mod tests {
                 assert_eq!(a, b, "wide, shape {:?}", (h, w, cin, cout, k, pad));
             }
             let mut c = vec![2u8; oh * ow * cout];
-            let ran = packed::conv2d(&src, h, w, cin, &mut c, oh, ow, cout, k, pad, &p);
+            let ran = packed::conv2d(&src, h, w, cin, &mut c, 0..oh, ow, cout, k, pad, &p);
             assert_eq!(ran, kkc <= packed::MAX_KKC);
             if ran {
                 assert_eq!(a, c, "shape {:?}", (h, w, cin, cout, k, pad));
             }
             // The Cortex-M 3x3 kernel, where it applies.
             let mut e = vec![2u8; oh * ow * cout];
-            let ran = k == 3 && poly::conv2d(&src, h, w, cin, &mut e, oh, ow, cout, pad, &p);
+            let ran = k == 3 && poly::conv2d(&src, h, w, cin, &mut e, 0..oh, ow, cout, pad, &p);
             assert_eq!(ran, k == 3 && cin <= poly::MAX_CIN && ow <= poly::MAX_OW);
             if ran {
                 assert_eq!(a, e, "poly, shape {:?}", (h, w, cin, cout, k, pad));
@@ -574,6 +718,137 @@ mod tests {
             direct::direct(&src, &mut d, &g, &p, &mut win);
             assert_eq!(a, d, "direct, shape {:?}", (h, w, cin, cout, k, pad));
             assert!(a.iter().any(|&v| v != 0 && v != 0x81 && v != 0x7f));
+
+            // Each kernel computing only the output rows `y0 .. y1` (as the in-place
+            // convolution calls them) writes exactly those rows of the whole map.
+            let rb = ow * cout;
+            for (y0, y1) in [
+                (1, oh),
+                (0, 1),
+                (oh / 2, (oh / 2 + 3).min(oh)),
+                (oh - 1, oh),
+            ] {
+                let at = (h, w, cin, cout, k, pad, y0, y1);
+                let want = &a[y0 * rb..y1 * rb];
+                let fresh = || vec![2u8; (y1 - y0) * rb];
+                let mut r = fresh();
+                let (si, so) = (sh(h, w, cin), sh(oh, ow, cout));
+                conv2d(&src, si, &mut r, so, y0..y1, k, pad, &p, &mut win);
+                assert_eq!(r, want, "conv2d rows, {at:?}");
+                let gr = Geom { y0, y1, ..g };
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let mut r = fresh();
+                    assert!(wide::conv2d(&src, &mut r, &gr, &p));
+                    assert_eq!(r, want, "wide rows, {at:?}");
+                }
+                let mut r = fresh();
+                if packed::conv2d(&src, h, w, cin, &mut r, y0..y1, ow, cout, k, pad, &p) {
+                    assert_eq!(r, want, "packed rows, {at:?}");
+                }
+                let mut r = fresh();
+                if k == 3 && poly::conv2d(&src, h, w, cin, &mut r, y0..y1, ow, cout, pad, &p) {
+                    assert_eq!(r, want, "poly rows, {at:?}");
+                }
+                let mut r = fresh();
+                direct::direct(&src, &mut r, &gr, &p, &mut win);
+                assert_eq!(r, want, "direct rows, {at:?}");
+            }
+        }
+    }
+
+    /// Pooling in place leaves at the start of the map what pooling into a separate map
+    /// gives, for odd and even sizes and every stage from one output row to all of them; a
+    /// stage below one row leaves the map alone.
+    #[test]
+    fn maxpool2_in_place_matches() {
+        let mut seed = 3u64;
+        for &(h, w, c) in &[(26, 26, 64), (13, 13, 64), (7, 5, 3), (2, 2, 1), (3, 9, 2)] {
+            let mut map = vec![0u8; h * w * c];
+            fill(&mut seed, &mut map);
+            let (oh, ow) = (h / 2, w / 2);
+            let sh = |h: usize, w: usize| Shape {
+                h: h as u16,
+                w: w as u16,
+                c: c as u16,
+            };
+            let mut want = vec![0u8; oh * ow * c];
+            maxpool2(&map, sh(h, w), &mut want, sh(oh, ow), 0..oh);
+            // The reference: the largest of each 2x2 block, as signed bytes.
+            for (i, &v) in want.iter().enumerate() {
+                let (y, x, ch) = (i / (ow * c), i / c % ow, i % c);
+                let at = |dy: usize, dx: usize| map[((2 * y + dy) * w + 2 * x + dx) * c + ch] as i8;
+                let m = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
+                assert_eq!(v as i8, m);
+            }
+            let row = ow * c;
+            for stage_len in (1..=oh).map(|r| r * row).chain([row + 1, 2 * row - 1]) {
+                let mut m = map.clone();
+                let mut stage = vec![0u8; stage_len];
+                maxpool2_in_place(&mut m, sh(h, w), sh(oh, ow), &mut stage);
+                assert_eq!(
+                    &m[..want.len()],
+                    &want[..],
+                    "{:?}, stage {stage_len}",
+                    (h, w, c)
+                );
+            }
+            let mut m = map.clone();
+            maxpool2_in_place(&mut m, sh(h, w), sh(oh, ow), &mut vec![0u8; row - 1]);
+            assert_eq!(m, map);
+        }
+    }
+
+    /// A convolution computed in place (output shape = input shape) equals the same
+    /// convolution into a separate map, for every stage size from the smallest (`pad + 1`
+    /// rows: one output row per kernel call) to the whole map, sizes between whole rows
+    /// included; a stage below `pad + 1` rows leaves the map alone.
+    #[test]
+    fn conv2d_in_place_matches() {
+        let mut seed = 11u64;
+        // (h, w, channels, k, pad): `paper`'s 13x13 layer, 5x5 and 1x1 kernels, one row,
+        // a map shorter than the kernel.
+        let shapes = [
+            (13, 13, 64, 3, 1),
+            (9, 7, 5, 5, 2),
+            (6, 4, 3, 1, 0),
+            (1, 9, 4, 3, 1),
+            (2, 3, 2, 5, 2),
+            (26, 26, 8, 3, 1),
+        ];
+        for &(h, w, c, k, pad) in &shapes {
+            let kkc = k * k * c;
+            let mut map = vec![0u8; h * w * c];
+            let mut weights = vec![0u8; c * kkc];
+            fill(&mut seed, &mut map);
+            fill(&mut seed, &mut weights);
+            let rq = Requants::new(c, kkc);
+            let p = rq.params(&weights);
+            let s = Shape {
+                h: h as u16,
+                w: w as u16,
+                c: c as u16,
+            };
+            let mut win = vec![0u8; kkc];
+            let mut want = vec![0u8; map.len()];
+            conv2d(&map, s, &mut want, s, 0..h, k, pad, &p, &mut win);
+            let row = w * c;
+            let mut sizes: std::vec::Vec<usize> = (pad + 1..=h + pad).map(|r| r * row).collect();
+            sizes.extend([
+                (pad + 1) * row + 1,
+                (pad + 2) * row - 1,
+                (h + pad + 3) * row,
+            ]);
+            for stage_len in sizes {
+                let mut m = map.clone();
+                let mut stage = vec![0u8; stage_len];
+                conv2d_in_place(&mut m, s, k, pad, &p, &mut win, &mut stage);
+                assert_eq!(m, want, "{:?}, stage {stage_len}", (h, w, c, k, pad));
+            }
+            let mut m = map.clone();
+            let mut stage = vec![0u8; (pad + 1) * row - 1];
+            conv2d_in_place(&mut m, s, k, pad, &p, &mut win, &mut stage);
+            assert_eq!(m, map, "stage too small must leave the map alone");
         }
     }
 }

@@ -272,9 +272,10 @@ fn row(
     }
 }
 
-/// Runs the convolution (3x3, stride 1, zero padding `pad`) into `dst` if the shapes suit
-/// this kernel (at most [`MAX_CIN`] input channels, output rows of at most [`MAX_OW`]);
-/// otherwise returns `false`, having written nothing.
+/// Runs the convolution (3x3, stride 1, zero padding `pad`) for the output rows `out_rows`
+/// into `dst` (those rows only) if the shapes suit this kernel (at most [`MAX_CIN`] input
+/// channels, output rows of at most [`MAX_OW`]); otherwise returns `false`, having written
+/// nothing.
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
 pub(super) fn conv2d(
@@ -283,7 +284,7 @@ pub(super) fn conv2d(
     w: usize,
     cin: usize,
     dst: &mut [u8],
-    oh: usize,
+    out_rows: core::ops::Range<usize>,
     ow: usize,
     cout: usize,
     pad: usize,
@@ -302,8 +303,8 @@ pub(super) fn conv2d(
     // segment window, `WIN` words, must still lie inside.)
     let mut ring = [0i32; RING + Q8];
     let mut wbuf = [0i32; 6 * MAX_CIN];
-    for oy0 in (0..oh).step_by(block) {
-        let rows = block.min(oh - oy0);
+    for oy0 in out_rows.clone().step_by(block) {
+        let rows = block.min(out_rows.end - oy0);
         // Pack the padded input rows oy0 .. oy0 + rows + 2.
         for r in 0..rows + 2 {
             let iy = (oy0 + r).checked_sub(pad).filter(|&y| y < h);
@@ -369,7 +370,7 @@ pub(super) fn conv2d(
             let wts: &[i32] = &wbuf;
             let rq = Requant::of(p, oc);
             for r in 0..rows {
-                let y = oy0 + r;
+                let y = oy0 + r - out_rows.start;
                 let (Some(out), Some(rr)) = (
                     dst.get_mut(y * ow * cout..(y + 1) * ow * cout),
                     ring.get(r * cin * Q8..),

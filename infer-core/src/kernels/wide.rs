@@ -70,7 +70,7 @@ fn run(
         return;
     }
     let mut pixels = dst.chunks_exact_mut(g.cout);
-    for oy in 0..g.oh {
+    for oy in g.y0..g.y1 {
         for ox in 0..g.ow {
             let Some(px) = pixels.next() else { return };
             gather(xs, src, g, oy, ox, |v| i16::from(v as i8));
