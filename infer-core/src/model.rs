@@ -209,7 +209,8 @@ impl<'a> Model<'a> {
                 LayerDesc::Flatten { .. } => continue,
             };
             // Pooling, and a convolution whose output has its input's shape, run in place
-            // (the map stays at its end of the arena).
+            // (the map stays at its end of the region); the other layers write their output
+            // at the other end.
             let total = arena.len();
             let start = if front { 0 } else { total.saturating_sub(cur) };
             match (*d, *p) {
@@ -221,11 +222,16 @@ impl<'a> Model<'a> {
                         pad,
                     },
                     LayerParams::Conv(kp),
-                ) if input == output => {
-                    let map = arena.get_mut(start..start + cur).ok_or(LAYOUT)?;
+                ) => {
                     let (k, pad) = (usize::from(k), usize::from(pad));
-                    conv2d_in_place(map, input, k, pad, &kp, win, stage);
-                    continue;
+                    if input == output {
+                        let map = arena.get_mut(start..start + cur).ok_or(LAYOUT)?;
+                        conv2d_in_place(map, input, k, pad, &kp, win, stage);
+                        continue;
+                    }
+                    let (src, dst) = split(arena, front, cur, out_len).ok_or(LAYOUT)?;
+                    let rows = 0..usize::from(output.h);
+                    conv2d(src, input, dst, output, rows, k, pad, &kp, win);
                 }
                 (LayerDesc::MaxPool2 { input, output }, LayerParams::MaxPool2) => {
                     let map = arena.get_mut(start..start + cur).ok_or(LAYOUT)?;
@@ -242,30 +248,10 @@ impl<'a> Model<'a> {
                     cur = out_len;
                     continue;
                 }
-                _ => {}
-            }
-            let (src, dst) = split(arena, front, cur, out_len).ok_or(LAYOUT)?;
-            match (*d, *p) {
-                (
-                    LayerDesc::Conv {
-                        input,
-                        output,
-                        k,
-                        pad,
-                    },
-                    LayerParams::Conv(kp),
-                ) => conv2d(
-                    src,
-                    input,
-                    dst,
-                    output,
-                    0..usize::from(output.h),
-                    usize::from(k),
-                    usize::from(pad),
-                    &kp,
-                    win,
-                ),
-                (LayerDesc::Dense { .. }, LayerParams::Dense(kp)) => dense(src, dst, &kp),
+                (LayerDesc::Dense { .. }, LayerParams::Dense(kp)) => {
+                    let (src, dst) = split(arena, front, cur, out_len).ok_or(LAYOUT)?;
+                    dense(src, dst, &kp);
+                }
                 _ => return Err(LAYOUT),
             }
             front = !front;

@@ -282,39 +282,16 @@ pub(crate) fn conv2d(
     // kernels as packed channel pairs with the activations read in place (see `packed`,
     // with the `packed-conv` feature).
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    if g.k == 3
-        && poly::conv2d(
-            src,
-            g.h,
-            g.w,
-            g.cin,
-            dst,
-            g.y0..g.y1,
-            g.ow,
-            g.cout,
-            g.pad,
-            p,
-        )
-    {
+    let r = g.y0..g.y1;
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    if g.k == 3 && poly::conv2d(src, g.h, g.w, g.cin, dst, r.clone(), g.ow, g.cout, g.pad, p) {
         return;
     }
     #[cfg(all(
         feature = "packed-conv",
         not(any(target_arch = "x86_64", target_arch = "aarch64"))
     ))]
-    if packed::conv2d(
-        src,
-        g.h,
-        g.w,
-        g.cin,
-        dst,
-        g.y0..g.y1,
-        g.ow,
-        g.cout,
-        g.k,
-        g.pad,
-        p,
-    ) {
+    if packed::conv2d(src, g.h, g.w, g.cin, dst, r, g.ow, g.cout, g.k, g.pad, p) {
         return;
     }
     // x86-64 with AVX2: register-blocked `vpmaddwd` micro-kernel (see `avx2`).
