@@ -98,10 +98,11 @@ impl<'a> Model<'a> {
     }
 
     /// Bytes of scratch memory [`Model::classify`] needs: the largest convolution receptive
-    /// field (`k*k*cin`, a window buffer), a stage of rows for the convolutions computed in
-    /// place (those whose output has their input's shape: `pad + 3` rows of the largest such
-    /// map), and the largest `input + output` size over the other layers (two int8 maps that
-    /// live at the two ends of the rest of the arena). See docs/model-format.md, section 7.
+    /// field (`k*k*cin`, a window buffer), a stage of rows for the layers computed in place
+    /// (the pooling, and the convolutions whose output has their input's shape: `pad + 3`
+    /// rows of the largest such map, or one pooled row), and the largest map they work on or
+    /// `input + output` size over the other layers (two int8 maps that live at the two ends
+    /// of the rest of the arena). See docs/model-format.md, section 7.
     pub fn arena_bytes(&self) -> usize {
         self.arena
     }

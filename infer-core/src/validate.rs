@@ -214,14 +214,15 @@ const VECTOR: Shape = Shape { h: 0, w: 0, c: 0 };
 pub(crate) struct Sizes {
     /// Largest convolution receptive field (`k*k*cin`).
     pub scratch: usize,
-    /// Rows staged by the convolutions computed in place (those whose output has their
-    /// input's shape): the largest `(pad + STAGE_ROWS) * w * c` among them, 0 without any.
+    /// Rows staged by the layers computed in place: the largest of `(pad + STAGE_ROWS) * w * c`
+    /// over the convolutions whose output has their input's shape and of one pooled row
+    /// (`ow * c`) over the pooling layers; 0 without such layers.
     pub stage: usize,
     /// The stage with which every in-place convolution is one kernel call: the largest
     /// `(h + pad) * w * c` among them.
     pub fast_stage: usize,
     /// Bytes of the maps and vectors: the largest of `input + output` over the layers that
-    /// write a new map or vector, and of the maps the in-place convolutions work on.
+    /// write a new map or vector, and of the maps the in-place layers work on.
     pub maps: usize,
     /// [`crate::Model::arena_bytes`]: `scratch + stage + maps`.
     pub arena: usize,
@@ -352,31 +353,33 @@ fn checks(body: &ModelBody<'_>, layer: &mut usize) -> Result<Sizes, Fault> {
                 .macs
                 .saturating_add((out_len as u64).saturating_mul(terms as u64));
         }
-        let in_place = match *d {
-            D::Conv { pad, .. } => Some(usize::from(pad)),
-            _ => None,
-        };
-        // A convolution whose output has its input's shape runs in place (see
-        // `kernels::conv2d_in_place`); every other layer but Flatten writes a new map or
-        // vector next to the current one.
-        if let (D::MaxPool2 { .. }, (pooled, _)) = (d, out) {
-            // In place too (see `kernels::maxpool2_in_place`): one output row of stage.
-            let row = usize::from(pooled.w) * usize::from(pooled.c);
-            s.stage = s.stage.max(row);
-            s.maps = s.maps.max(cur_len);
-        } else if let (Some(pad), true) = (in_place, cur == out) {
-            let rows = pad + STAGE_ROWS;
-            let row = usize::from(shape.w) * usize::from(shape.c);
-            let stage = rows.checked_mul(row).ok_or(Fault::MapTooLarge)?;
-            s.stage = s.stage.max(stage);
-            let fast = (usize::from(shape.h) + pad)
-                .checked_mul(row)
-                .ok_or(Fault::MapTooLarge)?;
-            s.fast_stage = s.fast_stage.max(fast);
-            s.maps = s.maps.max(cur_len);
-        } else if shape != VECTOR || kernel.is_some() {
-            let both = cur_len.checked_add(out_len).ok_or(Fault::MapTooLarge)?;
-            s.maps = s.maps.max(both);
+        // Pooling and a convolution whose output has its input's shape run in place (see
+        // `kernels::maxpool2_in_place` and `kernels::conv2d_in_place`); every other layer
+        // but Flatten writes a new map or vector next to the current one.
+        let row = usize::from(shape.w) * usize::from(shape.c);
+        match *d {
+            D::MaxPool2 { .. } => {
+                // One output row of stage.
+                s.stage = s.stage.max(row);
+                s.maps = s.maps.max(cur_len);
+            }
+            D::Conv { pad, .. } if cur == out => {
+                let pad = usize::from(pad);
+                let stage = (pad + STAGE_ROWS)
+                    .checked_mul(row)
+                    .ok_or(Fault::MapTooLarge)?;
+                s.stage = s.stage.max(stage);
+                let fast = (usize::from(shape.h) + pad)
+                    .checked_mul(row)
+                    .ok_or(Fault::MapTooLarge)?;
+                s.fast_stage = s.fast_stage.max(fast);
+                s.maps = s.maps.max(cur_len);
+            }
+            _ if shape != VECTOR || kernel.is_some() => {
+                let both = cur_len.checked_add(out_len).ok_or(Fault::MapTooLarge)?;
+                s.maps = s.maps.max(both);
+            }
+            _ => {}
         }
         cur = out;
         cur_len = out_len;
