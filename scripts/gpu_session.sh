@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 TOTAL="${1:-9}"
 [[ "$TOTAL" =~ ^[0-9]+$ ]] || { echo "error: MINUTES must be a whole number, got '$TOTAL'" >&2; exit 2; }
 LOG="${OUT:-/tmp}/gpu_check.log"
+# Unpack the bundle once for both scripts (they take GPU_BIN and LSOFTMAX_DATA from here).
+source scripts/gpu_bundle_env.sh
+export GPU_BIN="$BIN"
 bash scripts/gpu_check.sh 2>&1 | tee "$LOG"
 check=${PIPESTATUS[0]}
 if [ "$check" != 0 ]; then
