@@ -7,8 +7,9 @@
 #
 # 1. `lsoftmax gpu-check`: every kernel's forward and backward against the CPU layers on random
 #    inputs (fp32, normalised error <= 1e-4), 3 training steps of `tiny` and `paper`, each started
-#    on the GPU from the CPU's state (losses, weights, running statistics, gradients, momentum), and the
-#    GPU speed of `paper` at batch 256;
+#    on the GPU from the CPU's state (losses, weights, running statistics, gradients, momentum), the
+#    sgemm tile families timed on `paper`'s convolution products, and the GPU speed of `paper`
+#    at batch 256 (with $LSOFTMAX_GPU_GEMM's tiles, and with the square ones only);
 # 2. a short `train --device cuda` run (tiny, 2 epochs on 6000 images, stopped after one and
 #    resumed), then its checkpoint evaluated on the CPU: the accuracy must match the GPU's;
 # 3. `train --device cuda --precise-bn` against `eval --recompute-bn` on the CPU

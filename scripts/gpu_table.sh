@@ -104,6 +104,10 @@ unpack)
         mv "$new" "$old" && rm -rf "$old.old" "$tmp"
         echo "$PRESET-m$m: $(progress "$old")"
     done
+    # gpu_session.sh's record of a passed check: the next session with the same bundle skips it.
+    if [ -f "$FROM/gpu_check.pass" ]; then
+        cp "$FROM/gpu_check.pass" "$RUNS/gpu_check.pass" && echo "gpu_check.pass: $(cat "$RUNS/gpu_check.pass")"
+    fi
     [ "$found" = 1 ] || die "no $PRESET-mM.tar for margins $MARGINS in $FROM"
     ;;
 report)

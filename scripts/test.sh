@@ -31,6 +31,6 @@ echo "== CUDA: cargo clippy --features cuda (the GPU backend's code is not compi
 CUDA_LIBRARY_PATH="$PWD/.cache/cuda-stub" cargo clippy --release --features cuda -p lsoftmax-trainer --all-targets --target-dir target/cuda -- -D warnings
 echo "== CUDA: every kernel against the CPU layers and 3 training steps, run on the CPU through an emulated libcuda"
 bash scripts/cuda_emu.sh >/dev/null
-LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" target/cuda/release/lsoftmax gpu-check --quick
+LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" target/cuda/release/lsoftmax gpu-check --quick --gemm-bench-batch 1
 echo "== CUDA: train --device cuda --precise-bn through the emulated libcuda (statistics recomputed on the CPU copy, copied back)"
 LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" bash scripts/cuda_precise_bn_check.sh target/cuda/release/lsoftmax

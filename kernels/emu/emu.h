@@ -24,6 +24,7 @@ extern thread_local ucontext_t* emu_sched;
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 
 inline void __syncthreads() {
     if (emu_self) swapcontext(emu_self, emu_sched);

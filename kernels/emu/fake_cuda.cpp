@@ -53,6 +53,7 @@ std::vector<Kernel>& table() {
     static std::vector<Kernel> t = {
 #define K(n, s) Kernel{#n, s, invoker(&n)}
         K(sgemm_nn, true), K(sgemm_nt, true), K(sgemm_tn, true), K(gemm_splitk_reduce, false),
+        K(sgemm_wide_nn, true), K(sgemm_wide_nt, true), K(sgemm_wide_tn, true),
         K(im2col, false), K(col2im, false),
         K(flatten_forward, false), K(flatten_backward, false), K(row_sum, true),
         K(bn_stats_train, true), K(bn_stats_eval, false), K(bn_apply, false),

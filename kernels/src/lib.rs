@@ -27,6 +27,14 @@ pub const GEMM_TILE_N: u32 = 64;
 /// it.
 pub const GEMM_TILE_K: u32 = 16;
 
+/// Rows of C per `sgemm_wide_*` block (grid y = ceil(M / 64)).
+pub const GEMM_WIDE_TILE_M: u32 = 64;
+/// Columns of C per `sgemm_wide_*` block (grid x = ceil(N / 256)).
+pub const GEMM_WIDE_TILE_N: u32 = 256;
+/// Depth of one shared-memory stage of the `sgemm_wide_*` kernels; split-K chunks are
+/// multiples of it.
+pub const GEMM_WIDE_TILE_K: u32 = 8;
+
 /// One PTX module: the PTX built from `kernels/cuda/{name}.cu` and the kernels it defines.
 #[derive(Clone, Copy, Debug)]
 pub struct PtxModule {
@@ -52,7 +60,15 @@ macro_rules! module {
 pub const MODULES: &[PtxModule] = &[
     module!(
         "gemm",
-        ["sgemm_nn", "sgemm_nt", "sgemm_tn", "gemm_splitk_reduce"]
+        [
+            "sgemm_nn",
+            "sgemm_nt",
+            "sgemm_tn",
+            "sgemm_wide_nn",
+            "sgemm_wide_nt",
+            "sgemm_wide_tn",
+            "gemm_splitk_reduce",
+        ]
     ),
     module!("conv", ["im2col", "col2im"]),
     module!("layout", ["flatten_forward", "flatten_backward", "row_sum"]),

@@ -81,6 +81,10 @@ pub struct GpuCheckArgs {
     /// scripts/cuda_emu.sh).
     #[arg(long)]
     pub quick: bool,
+    /// Time both `sgemm` tile families on the products of `paper`'s convolutions at this batch
+    /// (default: 256 unless --quick, which skips it unless given).
+    #[arg(long)]
+    pub gemm_bench_batch: Option<usize>,
     /// Data location.
     #[command(flatten)]
     pub data: DataArgs,

@@ -254,7 +254,8 @@ fn gpu_check_cmd(a: GpuCheckArgs) -> Result<()> {
     #[cfg(feature = "cuda")]
     {
         let data = load_data(&a.data)?;
-        lsoftmax_trainer::cuda::check::run(&data, a.bench_steps, a.quick)
+        let gemm_batch = a.gemm_bench_batch.unwrap_or(if a.quick { 0 } else { 256 });
+        lsoftmax_trainer::cuda::check::run(&data, a.bench_steps, gemm_batch, a.quick)
     }
     #[cfg(not(feature = "cuda"))]
     {

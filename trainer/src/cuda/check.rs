@@ -10,7 +10,9 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 
 use super::device::{DevBuf, Gpu};
-use super::ops::{self, BnTensors, ConvShape, HeadBuffers, HeadShape, Op, Scratch};
+use super::ops::{
+    self, BnTensors, ConvShape, GemmPolicy, GemmTile, HeadBuffers, HeadShape, Op, Scratch,
+};
 use crate::arch::ArchSpec;
 use crate::layers::{BatchNorm, Conv2d, Flatten, Linear, MaxPool2, PRelu, Param};
 use crate::lsoftmax::{softmax_cross_entropy, LSoftmax};
@@ -131,6 +133,14 @@ fn down(gpu: &Gpu, b: &DevBuf<f32>) -> Result<Vec<f32>> {
     b.to_vec(gpu)
 }
 
+/// The tile families `policy` may use (each is checked and timed).
+fn tiles_of(policy: GemmPolicy) -> &'static [GemmTile] {
+    match policy {
+        GemmPolicy::Auto => &[GemmTile::Square, GemmTile::Wide],
+        GemmPolicy::Square => &[GemmTile::Square],
+    }
+}
+
 fn check_gemm(gpu: &Gpu, rep: &mut Report) -> Result<()> {
     let mut s = Scratch::default();
     for &(ta, tb, m, n, k, alpha, beta, bias) in &[
@@ -140,6 +150,10 @@ fn check_gemm(gpu: &Gpu, rep: &mut Report) -> Result<()> {
         (Op::N, Op::T, 64, 576, 20_000, 1.0, 0.0, false), // split-K
         (Op::T, Op::N, 9, 3000, 64, 1.0, 0.0, false),
         (Op::N, Op::N, 10, 12, 5000, 2.0, 0.5, true), // split-K with beta and bias
+        // Ragged edges of the wide tile in every direction (rows, columns, depth).
+        (Op::N, Op::N, 70, 1300, 37, 1.0, 0.0, true),
+        (Op::T, Op::N, 131, 1031, 13, 0.5, 1.0, true),
+        (Op::N, Op::T, 64, 1100, 3001, 1.0, 0.0, false), // split-K
     ] {
         let a = random(m * k, 1);
         let b = random(k * n, 2);
@@ -172,26 +186,98 @@ fn check_gemm(gpu: &Gpu, rep: &mut Report) -> Result<()> {
                 want[i * n + j] = v as f32;
             }
         }
-        let (da, db, dc, dbias) = (up(gpu, &a)?, up(gpu, &b)?, up(gpu, &c0)?, up(gpu, &bv)?);
-        ops::gemm(
-            gpu,
-            &mut s,
-            (ta, tb),
-            (m, n, k),
-            alpha,
-            (da.ptr(), lda),
-            (db.ptr(), ldb),
-            beta,
-            (dc.ptr(), n),
-            bias.then(|| dbias.ptr()),
-        )?;
-        let splits = ops::splits_for(gpu.info.sms, m, n, k);
-        rep.add(
-            format!("gemm {ta:?}{tb:?} {m}x{n}x{k} (splits {splits})"),
-            &down(gpu, &dc)?,
-            &want,
-            KERNEL_TOL,
-        );
+        let (da, db, dbias) = (up(gpu, &a)?, up(gpu, &b)?, up(gpu, &bv)?);
+        for &tile in tiles_of(gpu.gemm_policy) {
+            let dc = up(gpu, &c0)?;
+            ops::gemm_with(
+                gpu,
+                &mut s,
+                tile,
+                (ta, tb),
+                (m, n, k),
+                alpha,
+                (da.ptr(), lda),
+                (db.ptr(), ldb),
+                beta,
+                (dc.ptr(), n),
+                bias.then(|| dbias.ptr()),
+            )?;
+            let splits = ops::splits_for(gpu.info.sms, tile, m, n, k);
+            rep.add(
+                format!("gemm {tile:?} {ta:?}{tb:?} {m}x{n}x{k} (splits {splits})"),
+                &down(gpu, &dc)?,
+                &want,
+                KERNEL_TOL,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Times both tile families (only the square one under [`GemmPolicy::Square`]) on the three
+/// products of each of `paper`'s 64 -> 64 convolution sizes at `batch` (forward `W x cols`,
+/// input gradient `W^T x dy`, weight gradient `dy x cols^T`) and prints milliseconds, TFLOP/s
+/// and the square/wide time ratio. The operands are zeros: the time of fp32 arithmetic does
+/// not depend on the values.
+pub fn bench_gemm(gpu: &Gpu, batch: usize) -> Result<()> {
+    let mut s = Scratch::default();
+    println!(
+        "{:<34} {:>10} {:>10} {:>8} {:>8} {:>7}",
+        format!("sgemm (paper, batch {batch})"),
+        "square ms",
+        "wide ms",
+        "sq TF/s",
+        "wd TF/s",
+        "ratio"
+    );
+    for side in [26usize, 13, 6] {
+        let (c, kk, n) = (64usize, 64 * 9, batch * side * side);
+        for (name, ops_, (m, nn, k)) in [
+            ("forward W x cols", (Op::N, Op::N), (c, n, kk)),
+            ("input grad W^T x dy", (Op::T, Op::N), (kk, n, c)),
+            ("weight grad dy x cols^T", (Op::N, Op::T), (c, kk, n)),
+        ] {
+            let lda = if ops_.0 == Op::N { k } else { m };
+            let ldb = if ops_.1 == Op::N { nn } else { k };
+            let (a, b, out) = (zeros(m * k)?, zeros(k * nn)?, zeros(m * nn)?);
+            let mut ms = [f64::NAN; 2];
+            for (slot, &tile) in tiles_of(gpu.gemm_policy).iter().enumerate() {
+                let launch = |s: &mut Scratch| {
+                    ops::gemm_with(
+                        gpu,
+                        s,
+                        tile,
+                        ops_,
+                        (m, nn, k),
+                        1.0,
+                        (a.ptr(), lda),
+                        (b.ptr(), ldb),
+                        0.0,
+                        (out.ptr(), nn),
+                        None,
+                    )
+                };
+                launch(&mut s)?;
+                gpu.sync()?;
+                let reps = 5;
+                let start = Instant::now();
+                for _ in 0..reps {
+                    launch(&mut s)?;
+                }
+                gpu.sync()?;
+                ms[slot] = 1e3 * start.elapsed().as_secs_f64() / reps as f64;
+            }
+            let tflops = |ms: f64| 2.0 * (m * nn * k) as f64 / (ms * 1e-3) / 1e12;
+            println!(
+                "{:<34} {:>10.3} {:>10.3} {:>8.2} {:>8.2} {:>7.2}",
+                format!("{side}x{side} {name}"),
+                ms[0],
+                ms[1],
+                tflops(ms[0]),
+                tflops(ms[1]),
+                ms[0] / ms[1]
+            );
+        }
     }
     Ok(())
 }
@@ -801,6 +887,7 @@ pub fn bench(
     batch: usize,
     warmup: usize,
     steps: usize,
+    policy: GemmPolicy,
 ) -> Result<f64> {
     let arch = ArchSpec::preset(preset).expect("a preset");
     let mut cfg = TrainConfig::seed_recipe(arch, 4);
@@ -809,6 +896,7 @@ pub fn bench(
     t.attach_cuda(data)?;
     let order = t.epoch_order(data.train.len(), 0);
     let g = t.gpu.as_mut().expect("attached");
+    g.gpu.gemm_policy = policy;
     g.set_order(&order)?;
     let per_epoch = data.train.len() / batch;
     g.reserve_slots(per_epoch)?;
@@ -826,9 +914,11 @@ pub fn bench(
     Ok((steps * batch) as f64 / secs)
 }
 
-/// Runs every check; `bench_steps > 0` also times `paper` at batch 256; `quick` skips the
-/// `paper` steps and the timing. Fails when a row fails.
-pub fn run(data: &mnist::Mnist, bench_steps: usize, quick: bool) -> Result<()> {
+/// Runs every check; `bench_steps > 0` also times `paper` at batch 256 (with the GPU's
+/// [`GemmPolicy`] and with square tiles only), `gemm_batch > 0` times the convolutions'
+/// products ([`bench_gemm`]); `quick` skips the `paper` steps and the step timing. Fails when a
+/// row fails.
+pub fn run(data: &mnist::Mnist, bench_steps: usize, gemm_batch: usize, quick: bool) -> Result<()> {
     let gpu = Gpu::new()?;
     println!("device: {}", gpu.info);
     println!("{:<58} {:>10} {:>8}  result", "check", "error", "tol");
@@ -841,17 +931,27 @@ pub fn run(data: &mnist::Mnist, bench_steps: usize, quick: bool) -> Result<()> {
     check_linear(&gpu, &mut rep)?;
     check_head(&gpu, &mut rep)?;
     check_sgd_gather(&gpu, &mut rep, data)?;
+    if gemm_batch > 0 {
+        bench_gemm(&gpu, gemm_batch)?;
+    }
+    let policy = gpu.gemm_policy;
     drop(gpu);
     check_steps(&mut rep, data, "tiny", 64, 3)?;
     if !quick {
         check_steps(&mut rep, data, "paper", 256, 3)?;
     }
     if bench_steps > 0 && !quick {
-        let ips = bench(data, "paper", 256, 5, bench_steps)?;
-        println!(
-            "bench: paper m=4 batch 256 on the GPU: {ips:.0} images/s ({:.2} ms/step)",
-            1000.0 * 256.0 / ips
-        );
+        let mut policies = vec![policy];
+        if policy != GemmPolicy::Square {
+            policies.push(GemmPolicy::Square);
+        }
+        for p in policies {
+            let ips = bench(data, "paper", 256, 5, bench_steps, p)?;
+            println!(
+                "bench: paper m=4 batch 256 on the GPU, gemm {p:?}: {ips:.0} images/s ({:.2} ms/step)",
+                1000.0 * 256.0 / ips
+            );
+        }
     }
     let failed: Vec<&Row> = rep.rows.iter().filter(|r| !r.ok()).collect();
     println!(

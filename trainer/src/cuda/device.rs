@@ -94,6 +94,8 @@ pub struct Gpu {
     _context: Context,
     /// The device.
     pub info: DeviceInfo,
+    /// Which `sgemm` tiles products use (`LSOFTMAX_GPU_GEMM`).
+    pub gemm_policy: super::ops::GemmPolicy,
 }
 
 impl Gpu {
@@ -101,6 +103,7 @@ impl Gpu {
     /// `kernels` crate and looks up every kernel. Errors say what is missing: no driver, no
     /// device, a driver too old for PTX ISA 9.0, ...
     pub fn new() -> Result<Self> {
+        let gemm_policy = super::ops::GemmPolicy::from_env()?;
         cust::init(CudaFlags::empty()).map_err(|e| {
             anyhow!("CUDA driver initialisation failed ({e}): no usable NVIDIA GPU or driver")
         })?;
@@ -159,6 +162,7 @@ impl Gpu {
             _modules: modules,
             _context: context,
             info,
+            gemm_policy,
         })
     }
 

@@ -6,7 +6,10 @@
 //! `[F, N]`, logits `[N][classes]`, weights in PyTorch layout.
 
 use anyhow::Result;
-use kernels::{GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, RED_THREADS};
+use kernels::{
+    GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WIDE_TILE_K, GEMM_WIDE_TILE_M,
+    GEMM_WIDE_TILE_N, RED_THREADS,
+};
 
 use super::device::{ensure, Arg, DevBuf, Gpu};
 use crate::layers::batchnorm::{EPS, MOMENTUM};
@@ -46,10 +49,77 @@ pub enum Op {
     T,
 }
 
-/// Number of K splits for an `m x n` product of depth `k`: enough blocks to fill the GPU twice
-/// when the output alone has too few tiles, each split at least 512 deep.
-pub fn splits_for(sms: u32, m: usize, n: usize, k: usize) -> usize {
-    let tiles = m.div_ceil(GEMM_TILE_M as usize) * n.div_ceil(GEMM_TILE_N as usize);
+/// The `sgemm` kernel family that computes a product: both give the same sums up to rounding
+/// (each in its own fixed order, so each is deterministic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmTile {
+    /// `sgemm_{nn,nt,tn}`: 64 x 64 tiles, 4 x 4 outputs per thread.
+    Square,
+    /// `sgemm_wide_{nn,nt,tn}`: 64 x 256 tiles, 8 x 8 outputs per thread, double-buffered.
+    Wide,
+}
+
+impl GemmTile {
+    /// `(rows, columns, depth)` of one block's tile and shared-memory stage.
+    pub fn dims(self) -> (usize, usize, usize) {
+        let (m, n, k) = match self {
+            Self::Square => (GEMM_TILE_M, GEMM_TILE_N, GEMM_TILE_K),
+            Self::Wide => (GEMM_WIDE_TILE_M, GEMM_WIDE_TILE_N, GEMM_WIDE_TILE_K),
+        };
+        (m as usize, n as usize, k as usize)
+    }
+
+    fn kernel(self, ta: Op, tb: Op) -> Result<&'static str> {
+        Ok(match (self, ta, tb) {
+            (_, Op::T, Op::T) => anyhow::bail!("sgemm_tt is not implemented"),
+            (Self::Square, Op::N, Op::N) => "sgemm_nn",
+            (Self::Square, Op::N, Op::T) => "sgemm_nt",
+            (Self::Square, Op::T, Op::N) => "sgemm_tn",
+            (Self::Wide, Op::N, Op::N) => "sgemm_wide_nn",
+            (Self::Wide, Op::N, Op::T) => "sgemm_wide_nt",
+            (Self::Wide, Op::T, Op::N) => "sgemm_wide_tn",
+        })
+    }
+}
+
+/// Which tiles [`gemm`] may use: read once from `LSOFTMAX_GPU_GEMM` when the GPU is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmPolicy {
+    /// The wide tiles for products with at least 512 columns and 48 rows (the convolutions'
+    /// three products), the square ones otherwise (the linear layers, narrow convolutions). The
+    /// default.
+    Auto,
+    /// Only the square tiles (`LSOFTMAX_GPU_GEMM=square`): the kernels before the wide ones
+    /// existed, kept as a fall-back.
+    Square,
+}
+
+impl GemmPolicy {
+    /// The policy `LSOFTMAX_GPU_GEMM` names (`auto`, the default, or `square`).
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("LSOFTMAX_GPU_GEMM").as_deref() {
+            Err(_) | Ok("") | Ok("auto") => Ok(Self::Auto),
+            Ok("square") => Ok(Self::Square),
+            Ok(other) => {
+                anyhow::bail!("LSOFTMAX_GPU_GEMM must be 'auto' or 'square', not '{other}'")
+            }
+        }
+    }
+
+    /// The tile for an `m x n` product.
+    pub fn tile(self, m: usize, n: usize) -> GemmTile {
+        match self {
+            Self::Auto if n >= 512 && m >= 48 => GemmTile::Wide,
+            _ => GemmTile::Square,
+        }
+    }
+}
+
+/// Number of K splits for an `m x n` product of depth `k` with `tile`: enough blocks to fill
+/// the GPU twice when the output alone has too few tiles, each split at least 512 deep.
+pub fn splits_for(sms: u32, tile: GemmTile, m: usize, n: usize, k: usize) -> usize {
+    let (tm, tn, _) = tile.dims();
+    let tiles = m.div_ceil(tm) * n.div_ceil(tn);
     let target = 2 * sms as usize;
     if tiles >= target || k < 1024 {
         return 1;
@@ -59,11 +129,31 @@ pub fn splits_for(sms: u32, m: usize, n: usize, k: usize) -> usize {
 
 /// `C = alpha op(A) op(B) + beta C + bias[row]` (fp32), `op(A)` `m x k`, `op(B)` `k x n`,
 /// row-major with leading dimensions. Only `(N, N)`, `(N, T)` and `(T, N)` exist. Splits K
-/// (deterministically, by shape) when the output has too few tiles to fill the GPU.
+/// (deterministically, by shape) when the output has too few tiles to fill the GPU. The tile
+/// family follows the GPU's [`GemmPolicy`].
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     gpu: &Gpu,
     s: &mut Scratch,
+    ops: (Op, Op),
+    shape: (usize, usize, usize),
+    alpha: f32,
+    a: (u64, usize),
+    b: (u64, usize),
+    beta: f32,
+    c: (u64, usize),
+    bias: Option<u64>,
+) -> Result<()> {
+    let tile = gpu.gemm_policy.tile(shape.0, shape.1);
+    gemm_with(gpu, s, tile, ops, shape, alpha, a, b, beta, c, bias)
+}
+
+/// [`gemm`] with a given tile family.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    gpu: &Gpu,
+    s: &mut Scratch,
+    tile: GemmTile,
     (ta, tb): (Op, Op),
     (m, n, k): (usize, usize, usize),
     alpha: f32,
@@ -73,20 +163,13 @@ pub fn gemm(
     (c, ldc): (u64, usize),
     bias: Option<u64>,
 ) -> Result<()> {
-    let kernel = match (ta, tb) {
-        (Op::N, Op::N) => "sgemm_nn",
-        (Op::N, Op::T) => "sgemm_nt",
-        (Op::T, Op::N) => "sgemm_tn",
-        (Op::T, Op::T) => anyhow::bail!("sgemm_tt is not implemented"),
-    };
+    let kernel = tile.kernel(ta, tb)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let splits = splits_for(gpu.info.sms, m, n, k);
-    let tiles = (
-        n.div_ceil(GEMM_TILE_N as usize) as u32,
-        m.div_ceil(GEMM_TILE_M as usize) as u32,
-    );
+    let splits = splits_for(gpu.info.sms, tile, m, n, k);
+    let (tm, tn, tk) = tile.dims();
+    let tiles = (n.div_ceil(tn) as u32, m.div_ceil(tm) as u32);
     if splits == 1 {
         let args = [
             i32_(m),
@@ -106,7 +189,6 @@ pub fn gemm(
         ];
         return gpu.launch(kernel, (tiles.0, tiles.1, 1), GEMM_THREADS, &args);
     }
-    let tk = GEMM_TILE_K as usize;
     let kchunk = k.div_ceil(splits).div_ceil(tk) * tk;
     let splits = k.div_ceil(kchunk);
     ensure(&mut s.partials, splits * m * n)?;
