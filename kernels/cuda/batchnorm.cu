@@ -3,25 +3,45 @@
 // (momentum 0.1, unbiased variance) in evaluation, eps 1e-5. Statistics in f64.
 #include "common.cuh"
 
-// Training statistics: one block of RED_THREADS per channel. Writes the batch mean and
-// 1/sqrt(var + eps) and updates the running statistics. Two passes over the row (mean, then
-// the squared deviations), the second mostly from L2.
-extern "C" __global__ void __launch_bounds__(RED_THREADS) bn_stats_train(
-    const float* __restrict__ x, long long row, float momentum, float eps, float* __restrict__ mean_out,
-    float* __restrict__ inv_std_out, float* __restrict__ running_mean, float* __restrict__ running_var) {
+// Training statistics, in parts (see CHAN_PART), four launches:
+//   bn_sum_partial (mean64 null): partial sums of x, grid (parts, C);
+//   bn_mean_finish: mean64[c] = the batch mean (f64);
+//   bn_sum_partial (mean64 set): partial sums of (x - mean)^2, grid (parts, C), mostly from L2;
+//   bn_stats_finish: the batch mean and 1/sqrt(var + eps) (f32), and the running statistics.
+extern "C" __global__ void __launch_bounds__(RED_THREADS) bn_sum_partial(const float* __restrict__ x, long long row,
+                                                                         const double* __restrict__ mean64,
+                                                                         double* __restrict__ partial) {
     __shared__ double sh[RED_THREADS];
-    const int c = blockIdx.x;
+    const int c = blockIdx.y;
     const float* r = x + (long long)c * row;
+    long long b, e;
+    part_range(row, &b, &e);
     double s = 0.0;
-    for (long long i = threadIdx.x; i < row; i += RED_THREADS) s += (double)r[i];
-    const double mean = block_sum(s, sh) / (double)row;
-    double q = 0.0;
-    for (long long i = threadIdx.x; i < row; i += RED_THREADS) {
-        double d = (double)r[i] - mean;
-        q += d * d;
+    if (mean64 == nullptr) {
+        for (long long i = b + threadIdx.x; i < e; i += RED_THREADS) s += (double)r[i];
+    } else {
+        const double mean = mean64[c];
+        for (long long i = b + threadIdx.x; i < e; i += RED_THREADS) {
+            double d = (double)r[i] - mean;
+            s += d * d;
+        }
     }
-    const double var = block_sum(q, sh) / (double)row;
-    if (threadIdx.x == 0) {
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) partial[(long long)c * gridDim.x + blockIdx.x] = s;
+}
+
+extern "C" __global__ void bn_mean_finish(const double* __restrict__ partial, int C, int parts, long long row,
+                                          double* __restrict__ mean64) {
+    GRID_LOOP(c, C) mean64[c] = sum_parts(partial, (int)c, parts) / (double)row;
+}
+
+extern "C" __global__ void bn_stats_finish(const double* __restrict__ partial, int C, int parts, long long row,
+                                           const double* __restrict__ mean64, float momentum, float eps,
+                                           float* __restrict__ mean_out, float* __restrict__ inv_std_out,
+                                           float* __restrict__ running_mean, float* __restrict__ running_var) {
+    GRID_LOOP(c, C) {
+        const double mean = mean64[c];
+        const double var = sum_parts(partial, (int)c, parts) / (double)row;
         mean_out[c] = (float)mean;
         inv_std_out[c] = (float)(1.0 / sqrt(var + (double)eps));
         double unbiased = var * (double)row / (double)(row - 1);
@@ -40,31 +60,33 @@ extern "C" __global__ void bn_stats_eval(const float* __restrict__ running_mean,
     }
 }
 
-// y = x * scale + shift with scale = gamma * inv_std, shift = beta - mean * scale.
-extern "C" __global__ void bn_apply(const float* __restrict__ x, int C, long long row,
-                                    const float* __restrict__ mean, const float* __restrict__ inv_std,
-                                    const float* __restrict__ gamma, const float* __restrict__ beta,
-                                    float* __restrict__ y) {
-    GRID_LOOP(e, (long long)C * row) {
-        int c = (int)(e / row);
-        float scale = gamma[c] * inv_std[c];
-        float shift = beta[c] - mean[c] * scale;
-        y[e] = x[e] * scale + shift;
-    }
+// y = x * scale + shift with scale = gamma * inv_std, shift = beta - mean * scale. Grid (x, C),
+// see ROW_LOOP.
+extern "C" __global__ void bn_apply(const float* __restrict__ x, long long row, const float* __restrict__ mean,
+                                    const float* __restrict__ inv_std, const float* __restrict__ gamma,
+                                    const float* __restrict__ beta, float* __restrict__ y) {
+    const int c = blockIdx.y;
+    const long long off = (long long)c * row;
+    const float scale = gamma[c] * inv_std[c];
+    const float shift = beta[c] - mean[c] * scale;
+    ROW_LOOP(i, row) y[off + i] = x[off + i] * scale + shift;
 }
 
-// dbeta = sum dy, dgamma = sum dy * (x - mean) * inv_std, per channel (f64 sums). One block of
-// RED_THREADS per channel.
-extern "C" __global__ void __launch_bounds__(RED_THREADS) bn_backward_reduce(
+// dbeta = sum dy, dgamma = sum dy * (x - mean) * inv_std, per channel (f64 sums), in parts
+// (see CHAN_PART): bn_backward_partial with grid (parts, C) writes the dbeta partials to
+// partial[0 .. C*parts) and the dgamma ones after them; bn_backward_finish adds them up.
+extern "C" __global__ void __launch_bounds__(RED_THREADS) bn_backward_partial(
     const float* __restrict__ x, const float* __restrict__ dy, long long row, const float* __restrict__ mean,
-    const float* __restrict__ inv_std, float* __restrict__ dgamma, float* __restrict__ dbeta) {
+    const float* __restrict__ inv_std, double* __restrict__ partial) {
     __shared__ double sh[RED_THREADS];
-    const int c = blockIdx.x;
+    const int c = blockIdx.y;
     const float m = mean[c], s = inv_std[c];
     const float* xr = x + (long long)c * row;
     const float* gr = dy + (long long)c * row;
+    long long b, e;
+    part_range(row, &b, &e);
     double sb = 0.0, sg = 0.0;
-    for (long long i = threadIdx.x; i < row; i += RED_THREADS) {
+    for (long long i = b + threadIdx.x; i < e; i += RED_THREADS) {
         float g = gr[i];
         sb += (double)g;
         sg += (double)(g * (xr[i] - m) * s);
@@ -72,23 +94,34 @@ extern "C" __global__ void __launch_bounds__(RED_THREADS) bn_backward_reduce(
     sb = block_sum(sb, sh);
     sg = block_sum(sg, sh);
     if (threadIdx.x == 0) {
-        dgamma[c] = (float)sg;
-        dbeta[c] = (float)sb;
+        const long long at = (long long)c * gridDim.x + blockIdx.x;
+        partial[at] = sb;
+        partial[(long long)gridDim.y * gridDim.x + at] = sg;
+    }
+}
+
+extern "C" __global__ void bn_backward_finish(const double* __restrict__ partial, int C, int parts,
+                                              float* __restrict__ dgamma, float* __restrict__ dbeta) {
+    GRID_LOOP(c, C) {
+        dbeta[c] = (float)sum_parts(partial, (int)c, parts);
+        dgamma[c] = (float)sum_parts(partial + (long long)C * parts, (int)c, parts);
     }
 }
 
 // dx = gamma * inv_std / n * (n * dy - dbeta - xhat * dgamma), xhat = (x - mean) * inv_std.
-extern "C" __global__ void bn_backward_dx(const float* __restrict__ x, const float* __restrict__ dy, int C,
-                                          long long row, const float* __restrict__ mean,
-                                          const float* __restrict__ inv_std, const float* __restrict__ gamma,
-                                          const float* __restrict__ dgamma, const float* __restrict__ dbeta,
-                                          float* __restrict__ dx) {
+// Grid (x, C), see ROW_LOOP.
+extern "C" __global__ void bn_backward_dx(const float* __restrict__ x, const float* __restrict__ dy, long long row,
+                                          const float* __restrict__ mean, const float* __restrict__ inv_std,
+                                          const float* __restrict__ gamma, const float* __restrict__ dgamma,
+                                          const float* __restrict__ dbeta, float* __restrict__ dx) {
+    const int c = blockIdx.y;
+    const long long off = (long long)c * row;
     const float nf = (float)row;
-    GRID_LOOP(e, (long long)C * row) {
-        int c = (int)(e / row);
-        float m = mean[c], s = inv_std[c];
-        float k = gamma[c] * s / nf;
-        float xhat = (x[e] - m) * s;
-        dx[e] = k * (nf * dy[e] - dbeta[c] - xhat * dgamma[c]);
+    const float m = mean[c], s = inv_std[c];
+    const float k = gamma[c] * s / nf;
+    const float db = dbeta[c], dg = dgamma[c];
+    ROW_LOOP(i, row) {
+        float xhat = (x[off + i] - m) * s;
+        dx[off + i] = k * (nf * dy[off + i] - db - xhat * dg);
     }
 }

@@ -25,3 +25,29 @@ __device__ __forceinline__ double block_sum(double v, double* sh) {
     __syncthreads();
     return r;
 }
+
+// Loop over the row of channel blockIdx.y, for element-wise kernels on [C, row] data: launch
+// with grid (x, C). The channel comes from the grid, not from a 64-bit division per element.
+#define ROW_LOOP(i, row)                                                                   \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(row); \
+         i += (long long)blockDim.x * gridDim.x)
+
+// Per-channel sums over long rows run in parts of CHAN_PART values: one block of RED_THREADS
+// per (part, channel), grid (parts, C), each writing its part's sum to partial[c * parts + p];
+// then the parts are added in order (sum_parts). The split depends only on the row length, so
+// the sums are deterministic and the same on every GPU.
+#define CHAN_PART 16384
+
+// [begin, end) of this block's part (blockIdx.x) of a row of `row` values.
+__device__ __forceinline__ void part_range(long long row, long long* begin, long long* end) {
+    long long b = (long long)blockIdx.x * CHAN_PART;
+    *begin = b;
+    *end = b + CHAN_PART < row ? b + CHAN_PART : row;
+}
+
+// The ordered sum of a channel's `parts` partial sums.
+__device__ __forceinline__ double sum_parts(const double* partial, int c, int parts) {
+    double s = 0.0;
+    for (int p = 0; p < parts; ++p) s += partial[(long long)c * parts + p];
+    return s;
+}

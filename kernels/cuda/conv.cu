@@ -7,36 +7,43 @@
 //           dx = col2im(dcols),  dbias = row sums of dy (row_sum).
 #include "common.cuh"
 
-// Unfolds x into cols (every element written; padding gives zeros).
+// Unfolds x into cols (every element written; padding gives zeros). Grid (x, C*k*k): blockIdx.y
+// is the row (c, ky, kx), the threads run along its N*Ho*Wo columns (32-bit index math: the
+// caller keeps N*Ho*Wo and C*N*H*W under 2^31).
 extern "C" __global__ void im2col(const float* __restrict__ x, int C, int N, int H, int W, int k,
                                   int pad, int Ho, int Wo, float* __restrict__ cols) {
-    long long ncols = (long long)N * Ho * Wo;
-    long long total = (long long)C * k * k * ncols;
-    GRID_LOOP(e, total) {
-        long long col = e % ncols;
-        int r = (int)(e / ncols);
-        int kx = r % k, ky = (r / k) % k, c = r / (k * k);
-        int ox = (int)(col % Wo);
-        int oy = (int)((col / Wo) % Ho);
-        int n = (int)(col / ((long long)Wo * Ho));
+    const int r = blockIdx.y;
+    const int kx = r % k, ky = (r / k) % k, c = r / (k * k);
+    const unsigned ncols = (unsigned)N * Ho * Wo;
+    const float* xc = x + (long long)c * N * H * W;
+    float* out = cols + (long long)r * ncols;
+    for (unsigned col = blockIdx.x * blockDim.x + threadIdx.x; col < ncols; col += blockDim.x * gridDim.x) {
+        unsigned t = col / Wo;
+        int ox = (int)(col - t * Wo);
+        unsigned n = t / Ho;
+        int oy = (int)(t - n * Ho);
         int iy = oy + ky - pad, ix = ox + kx - pad;
         float v = 0.f;
-        if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = x[(((long long)c * N + n) * H + iy) * W + ix];
-        cols[e] = v;
+        if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = xc[((long long)n * H + iy) * W + ix];
+        out[col] = v;
     }
 }
 
 // The adjoint of im2col, as a gather: dx[c, n, iy, ix] = sum over the kernel taps (ky, kx) that
-// read it of dcols[(c, ky, kx)][(n, iy + pad - ky, ix + pad - kx)], in tap order.
+// read it of dcols[(c, ky, kx)][(n, iy + pad - ky, ix + pad - kx)], in tap order. Grid (x, C):
+// blockIdx.y is the channel, the threads run along its N*H*W inputs (32-bit index math, as
+// im2col).
 extern "C" __global__ void col2im(const float* __restrict__ dcols, int C, int N, int H, int W, int k,
                                   int pad, int Ho, int Wo, float* __restrict__ dx) {
-    long long ncols = (long long)N * Ho * Wo;
-    long long total = (long long)C * N * H * W;
-    GRID_LOOP(e, total) {
-        int ix = (int)(e % W);
-        int iy = (int)((e / W) % H);
-        int n = (int)((e / ((long long)W * H)) % N);
-        int c = (int)(e / ((long long)W * H * N));
+    const int c = blockIdx.y;
+    const unsigned ncols = (unsigned)N * Ho * Wo;
+    const unsigned plane = (unsigned)N * H * W;
+    float* out = dx + (long long)c * plane;
+    for (unsigned q = blockIdx.x * blockDim.x + threadIdx.x; q < plane; q += blockDim.x * gridDim.x) {
+        unsigned t = q / W;
+        int ix = (int)(q - t * W);
+        unsigned n = t / H;
+        int iy = (int)(t - n * H);
         float s = 0.f;
         for (int ky = 0; ky < k; ++ky) {
             int oy = iy + pad - ky;
@@ -45,9 +52,9 @@ extern "C" __global__ void col2im(const float* __restrict__ dcols, int C, int N,
                 int ox = ix + pad - kx;
                 if (ox < 0 || ox >= Wo) continue;
                 long long r = ((long long)c * k + ky) * k + kx;
-                s += dcols[r * ncols + ((long long)n * Ho + oy) * Wo + ox];
+                s += dcols[r * ncols + ((unsigned)n * Ho + oy) * Wo + ox];
             }
         }
-        dx[e] = s;
+        out[q] = s;
     }
 }

@@ -25,13 +25,21 @@ extern "C" __global__ void flatten_backward(const float* __restrict__ dy, int C,
     }
 }
 
-// out[r] = sum of x[r, 0..len) in f64, rounded to f32. One block of RED_THREADS per row.
-extern "C" __global__ void __launch_bounds__(RED_THREADS) row_sum(const float* __restrict__ x, long long len,
-                                                                  float* __restrict__ out) {
+// The bias gradients: out[r] = sum of x[r, 0..len) in f64, rounded to f32, in two launches:
+// row_sum_partial with grid (parts, rows), parts = ceil(len / CHAN_PART), then row_sum_finish.
+extern "C" __global__ void __launch_bounds__(RED_THREADS) row_sum_partial(const float* __restrict__ x, long long len,
+                                                                          double* __restrict__ partial) {
     __shared__ double sh[RED_THREADS];
-    const float* row = x + (long long)blockIdx.x * len;
+    const float* row = x + (long long)blockIdx.y * len;
+    long long b, e;
+    part_range(len, &b, &e);
     double s = 0.0;
-    for (long long i = threadIdx.x; i < len; i += RED_THREADS) s += (double)row[i];
+    for (long long i = b + threadIdx.x; i < e; i += RED_THREADS) s += (double)row[i];
     s = block_sum(s, sh);
-    if (threadIdx.x == 0) out[blockIdx.x] = (float)s;
+    if (threadIdx.x == 0) partial[(long long)blockIdx.y * gridDim.x + blockIdx.x] = s;
+}
+
+extern "C" __global__ void row_sum_finish(const double* __restrict__ partial, int rows, int parts,
+                                          float* __restrict__ out) {
+    GRID_LOOP(r, rows) out[r] = (float)sum_parts(partial, (int)r, parts);
 }

@@ -3,15 +3,17 @@
 #include "common.cuh"
 
 // `planes` = C * N planes of H x W -> Ho x Wo (Ho = H / 2, Wo = W / 2); arg[i] in 0..4 is the
-// winner's position in its window.
+// winner's position in its window. Index math in 32 bits: the caller keeps planes * H * W
+// under 2^31.
 extern "C" __global__ void maxpool_forward(const float* __restrict__ x, long long planes, int H, int W,
                                            float* __restrict__ y, unsigned char* __restrict__ arg) {
     const int Ho = H / 2, Wo = W / 2;
     GRID_LOOP(e, planes * Ho * Wo) {
-        int ox = (int)(e % Wo);
-        int oy = (int)((e / Wo) % Ho);
-        long long p = e / ((long long)Wo * Ho);
-        const float* src = x + p * H * W + (2 * oy) * W + 2 * ox;
+        unsigned u = (unsigned)e, t = u / Wo;
+        int ox = (int)(u - t * Wo);
+        unsigned p = t / Ho;
+        int oy = (int)(t - p * Ho);
+        const float* src = x + (long long)p * H * W + (2 * oy) * W + 2 * ox;
         float v = src[0];
         int best = 0;
         if (src[1] > v) { v = src[1]; best = 1; }
@@ -27,13 +29,14 @@ extern "C" __global__ void maxpool_backward(const float* __restrict__ dy, const 
                                             long long planes, int H, int W, float* __restrict__ dx) {
     const int Ho = H / 2, Wo = W / 2;
     GRID_LOOP(e, planes * H * W) {
-        int ix = (int)(e % W);
-        int iy = (int)((e / W) % H);
-        long long p = e / ((long long)W * H);
+        unsigned u = (unsigned)e, t = u / W;
+        int ix = (int)(u - t * W);
+        unsigned p = t / H;
+        int iy = (int)(t - p * H);
         int oy = iy / 2, ox = ix / 2;
         float v = 0.f;
         if (oy < Ho && ox < Wo) {
-            long long o = (p * Ho + oy) * Wo + ox;
+            long long o = ((long long)p * Ho + oy) * Wo + ox;
             if (arg[o] == (unsigned char)((iy % 2) * 2 + ix % 2)) v = dy[o];
         }
         dx[e] = v;

@@ -12,10 +12,15 @@
 //! run in f64 in a fixed order, without atomics.
 #![no_std]
 
-/// Threads per block that every reduction kernel (`row_sum`, `bn_stats_train`,
-/// `bn_backward_reduce`, `prelu_backward_partial`, `lsoftmax_forward`, `ce_reduce`) must be
+/// Threads per block that every reduction kernel (`row_sum_partial`, `bn_sum_partial`,
+/// `bn_backward_partial`, `prelu_backward_partial`, `lsoftmax_forward`, `ce_reduce`) must be
 /// launched with.
 pub const RED_THREADS: u32 = 256;
+
+/// Values per part of the per-channel sums (`row_sum_partial`, `bn_sum_partial`,
+/// `bn_backward_partial`, `prelu_backward_partial`): they run with grid `(parts, C)`,
+/// `parts = ceil(row / CHAN_PART)`, and their `*_finish` kernels add the parts in order.
+pub const CHAN_PART: u32 = 16384;
 
 /// Threads per block of the `sgemm_*` kernels.
 pub const GEMM_THREADS: u32 = 256;
@@ -71,14 +76,25 @@ pub const MODULES: &[PtxModule] = &[
         ]
     ),
     module!("conv", ["im2col", "col2im"]),
-    module!("layout", ["flatten_forward", "flatten_backward", "row_sum"]),
+    module!(
+        "layout",
+        [
+            "flatten_forward",
+            "flatten_backward",
+            "row_sum_partial",
+            "row_sum_finish",
+        ]
+    ),
     module!(
         "batchnorm",
         [
-            "bn_stats_train",
+            "bn_sum_partial",
+            "bn_mean_finish",
+            "bn_stats_finish",
             "bn_stats_eval",
             "bn_apply",
-            "bn_backward_reduce",
+            "bn_backward_partial",
+            "bn_backward_finish",
             "bn_backward_dx",
         ]
     ),
@@ -192,6 +208,28 @@ mod tests {
                 "kernels declared in {}.cu",
                 m.name
             );
+        }
+    }
+
+    /// The launch constants above are the values the CUDA sources were written for.
+    #[test]
+    fn launch_constants_match_the_sources() {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("{DIR}/cuda/{name}")).expect("kernel source")
+        };
+        let (common, gemm) = (read("common.cuh"), read("gemm.cu"));
+        for (src, define, value) in [
+            (&common, "RED_THREADS", RED_THREADS),
+            (&common, "CHAN_PART", CHAN_PART),
+            (&gemm, "BM", GEMM_TILE_M),
+            (&gemm, "BN", GEMM_TILE_N),
+            (&gemm, "BK", GEMM_TILE_K),
+            (&gemm, "WM", GEMM_WIDE_TILE_M),
+            (&gemm, "WN", GEMM_WIDE_TILE_N),
+            (&gemm, "WK", GEMM_WIDE_TILE_K),
+        ] {
+            let line = format!("#define {define} {value}\n");
+            assert!(src.contains(&line), "the sources lack `{}`", line.trim());
         }
     }
 

@@ -300,6 +300,7 @@ fn check_conv(gpu: &Gpu, rep: &mut Report) -> Result<()> {
         (2, 4, 3, 0, 5, 7),
         (64, 64, 3, 1, 32, 13),
         (1, 64, 3, 0, 16, 28),
+        (2, 3, 3, 1, 40, 28), // bias gradient rows of 2 parts (CHAN_PART)
     ] {
         let mut conv = Conv2d::new(cin, cout, k, pad, &mut Rng::new(7));
         let x = tensor(cin, n, h, h, 8);
@@ -368,23 +369,24 @@ fn check_conv(gpu: &Gpu, rep: &mut Report) -> Result<()> {
 
 fn check_prelu(gpu: &Gpu, rep: &mut Report) -> Result<()> {
     let mut s = Scratch::default();
-    for count in [1, 6] {
+    // The last two have rows of 2 parts (CHAN_PART) per channel.
+    for (count, c, n, h) in [(1, 6, 5, 7), (6, 6, 5, 7), (1, 3, 48, 26), (3, 3, 48, 26)] {
         let mut l = PRelu::new(count);
         l.slopes = (0..count).map(|i| 0.1 + 0.05 * i as f32).collect();
-        let x = tensor(6, 5, 7, 7, 11);
+        let x = tensor(c, n, h, h, 11);
         let y = l.forward(&x).clone();
-        let dy = tensor(6, 5, 7, 7, 12);
+        let dy = tensor(c, n, h, h, 12);
         l.backward(&x, &dy, true);
         let row = x.row();
         let (gx, gs, gdy) = (up(gpu, &x.data)?, up(gpu, &l.slopes)?, up(gpu, &dy.data)?);
         let (gy, gds, gdx) = (zeros(x.data.len())?, zeros(count)?, zeros(x.data.len())?);
-        ops::prelu_forward(gpu, gx.ptr(), 6, row, gs.ptr(), count, gy.ptr())?;
+        ops::prelu_forward(gpu, gx.ptr(), c, row, gs.ptr(), count, gy.ptr())?;
         ops::prelu_backward(
             gpu,
             &mut s,
             gx.ptr(),
             gdy.ptr(),
-            6,
+            c,
             row,
             gs.ptr(),
             count,
@@ -392,19 +394,19 @@ fn check_prelu(gpu: &Gpu, rep: &mut Report) -> Result<()> {
             Some(gdx.ptr()),
         )?;
         rep.add(
-            format!("prelu ({count} slopes) forward"),
+            format!("prelu c{c} n{n} {h}x{h} ({count} slopes) forward"),
             &down(gpu, &gy)?,
             &y.data,
             KERNEL_TOL,
         );
         rep.add(
-            format!("prelu ({count} slopes) dslopes"),
+            format!("prelu c{c} n{n} {h}x{h} ({count} slopes) dslopes"),
             &down(gpu, &gds)?,
             &l.dslopes,
             KERNEL_TOL,
         );
         rep.add(
-            format!("prelu ({count} slopes) dx"),
+            format!("prelu c{c} n{n} {h}x{h} ({count} slopes) dx"),
             &down(gpu, &gdx)?,
             &l.dx.data,
             KERNEL_TOL,
@@ -414,7 +416,9 @@ fn check_prelu(gpu: &Gpu, rep: &mut Report) -> Result<()> {
 }
 
 fn check_batchnorm(gpu: &Gpu, rep: &mut Report) -> Result<()> {
-    for &(c, n, h) in &[(3, 4, 5), (64, 32, 13), (256, 64, 1)] {
+    let mut s = Scratch::default();
+    // (3, 50, 26): rows of 3 parts (CHAN_PART) per channel.
+    for &(c, n, h) in &[(3, 4, 5), (64, 32, 13), (256, 64, 1), (3, 50, 26)] {
         let mut bn = BatchNorm::new(c);
         bn.gamma = random(c, 20).iter().map(|v| 1.0 + 0.5 * v).collect();
         bn.beta = random(c, 21);
@@ -444,7 +448,7 @@ fn check_batchnorm(gpu: &Gpu, rep: &mut Report) -> Result<()> {
         let ye = bn.forward(&x, false).clone();
         let gx = up(gpu, &x.data)?;
         let gy = zeros(x.data.len())?;
-        ops::bn_forward(gpu, gx.ptr(), c, row, &t, false, gy.ptr())?;
+        ops::bn_forward(gpu, &mut s, gx.ptr(), c, row, &t, false, gy.ptr())?;
         let tag = format!("batchnorm c{c} n{n} {h}x{h}");
         rep.add(
             format!("{tag} eval forward"),
@@ -453,7 +457,7 @@ fn check_batchnorm(gpu: &Gpu, rep: &mut Report) -> Result<()> {
             KERNEL_TOL,
         );
         let y = bn.forward(&x, true).clone();
-        ops::bn_forward(gpu, gx.ptr(), c, row, &t, true, gy.ptr())?;
+        ops::bn_forward(gpu, &mut s, gx.ptr(), c, row, &t, true, gy.ptr())?;
         rep.add(
             format!("{tag} train forward"),
             &down(gpu, &gy)?,
@@ -478,6 +482,7 @@ fn check_batchnorm(gpu: &Gpu, rep: &mut Report) -> Result<()> {
         let (dg, db, gdx) = (zeros(c)?, zeros(c)?, zeros(x.data.len())?);
         ops::bn_backward(
             gpu,
+            &mut s,
             gx.ptr(),
             gdy.ptr(),
             c,

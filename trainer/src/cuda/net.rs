@@ -374,7 +374,7 @@ impl GpuNetwork {
                 }
                 l @ GLayer::BatchNorm { .. } => {
                     let t = bn_of(l, &self.params);
-                    ops::bn_forward(gpu, x, c, row, &t, train, y)?;
+                    ops::bn_forward(gpu, &mut self.scratch, x, c, row, &t, train, y)?;
                 }
                 GLayer::MaxPool { arg } => {
                     ops::maxpool_forward(gpu, x, c * n, h, w, y, arg.ptr())?;
@@ -470,7 +470,7 @@ impl GpuNetwork {
                 l @ GLayer::BatchNorm { gamma, beta, .. } => {
                     let t = bn_of(l, &self.params);
                     let (dg, db) = (self.gptr(*gamma), self.gptr(*beta));
-                    ops::bn_backward(gpu, x, dy, c, row, &t, dg, db, dx)?;
+                    ops::bn_backward(gpu, &mut self.scratch, x, dy, c, row, &t, dg, db, dx)?;
                 }
                 GLayer::MaxPool { arg } => {
                     if let Some(dx) = dx {

@@ -7,11 +7,11 @@
 
 use anyhow::Result;
 use kernels::{
-    GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WIDE_TILE_K, GEMM_WIDE_TILE_M,
-    GEMM_WIDE_TILE_N, RED_THREADS,
+    CHAN_PART, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WIDE_TILE_K,
+    GEMM_WIDE_TILE_M, GEMM_WIDE_TILE_N, RED_THREADS,
 };
 
-use super::device::{ensure, Arg, DevBuf, Gpu};
+use super::device::{ensure, Arg, DevBuf, Gpu, Grid};
 use crate::layers::batchnorm::{EPS, MOMENTUM};
 
 /// Threads per block of the element-wise kernels.
@@ -24,8 +24,35 @@ pub struct Scratch {
     pub cols: Option<DevBuf<f32>>,
     /// Split-K partial products.
     pub partials: Option<DevBuf<f32>>,
-    /// Per-channel partial sums of the PReLU slope gradient.
-    pub prelu: Option<DevBuf<f64>>,
+    /// Partial sums of the per-channel reductions (bias, PReLU slope and BatchNorm sums).
+    pub partials64: Option<DevBuf<f64>>,
+    /// BatchNorm's batch means in f64, between its two statistics passes.
+    pub mean64: Option<DevBuf<f64>>,
+}
+
+/// Parts of a per-channel sum over rows of `row` values (`CHAN_PART` each).
+fn parts_of(row: usize) -> usize {
+    row.div_ceil(CHAN_PART as usize).max(1)
+}
+
+/// Grid of a per-channel reduction: `(parts, c)`.
+fn parts_grid(c: usize, row: usize) -> Grid {
+    (parts_of(row) as u32, c as u32, 1)
+}
+
+/// Grid of a per-channel element-wise kernel (`ROW_LOOP`): `(x, c)`.
+fn row_grid(c: usize, row: usize) -> Grid {
+    (
+        row.div_ceil(THREADS as usize).clamp(1, 4096) as u32,
+        c as u32,
+        1,
+    )
+}
+
+/// The partial-sum scratch, grown to `n` values.
+fn partials64(s: &mut Scratch, n: usize) -> Result<u64> {
+    ensure(&mut s.partials64, n)?;
+    Ok(s.partials64.as_ref().expect("ensured").ptr())
 }
 
 fn p(v: u64) -> Arg {
@@ -269,14 +296,26 @@ impl ConvShape {
     }
 }
 
+/// The im2col, col2im and max-pool kernels index a channel's (or the whole) map in 32 bits.
+fn check_index_range(what: &str, values: usize) -> Result<()> {
+    if values >= 1 << 31 {
+        anyhow::bail!(
+            "{what}: {values} values is more than the GPU kernels index (2^31); use a smaller batch"
+        );
+    }
+    Ok(())
+}
+
 fn im2col(gpu: &Gpu, s: &mut Scratch, sh: &ConvShape, x: u64) -> Result<u64> {
     let (ho, wo) = sh.out_hw();
+    check_index_range("convolution columns", sh.ncols())?;
+    check_index_range("convolution input", sh.cin * sh.n * sh.h * sh.w)?;
     let total = sh.rows() * sh.ncols();
     ensure(&mut s.cols, total)?;
     let cols = s.cols.as_ref().expect("ensured").ptr();
     gpu.launch(
         "im2col",
-        gpu.grid_for(total, THREADS),
+        row_grid(sh.rows(), sh.ncols()),
         THREADS,
         &[
             p(x),
@@ -347,7 +386,7 @@ pub fn conv_backward(
         (dweight, rows),
         None,
     )?;
-    row_sum(gpu, dy, sh.cout, ncols, dbias)?;
+    row_sum(gpu, s, dy, sh.cout, ncols, dbias)?;
     if let Some(dx) = dx {
         // dcols = W^T dy, into the same column buffer (the stream orders it after dW).
         gemm(
@@ -363,10 +402,9 @@ pub fn conv_backward(
             None,
         )?;
         let (ho, wo) = sh.out_hw();
-        let total = sh.cin * sh.n * sh.h * sh.w;
         gpu.launch(
             "col2im",
-            gpu.grid_for(total, THREADS),
+            row_grid(sh.cin, sh.n * sh.h * sh.w),
             THREADS,
             &[
                 p(cols),
@@ -386,12 +424,27 @@ pub fn conv_backward(
 }
 
 /// `out[r] = sum of x[r, 0..len)` (f64 inside) for `rows` rows.
-pub fn row_sum(gpu: &Gpu, x: u64, rows: usize, len: usize, out: u64) -> Result<()> {
+pub fn row_sum(
+    gpu: &Gpu,
+    s: &mut Scratch,
+    x: u64,
+    rows: usize,
+    len: usize,
+    out: u64,
+) -> Result<()> {
+    let parts = parts_of(len);
+    let part = partials64(s, rows * parts)?;
     gpu.launch(
-        "row_sum",
-        (rows as u32, 1, 1),
+        "row_sum_partial",
+        parts_grid(rows, len),
         RED_THREADS,
-        &[p(x), i64_(len), p(out)],
+        &[p(x), i64_(len), p(part)],
+    )?;
+    gpu.launch(
+        "row_sum_finish",
+        gpu.grid_for(rows, THREADS),
+        THREADS,
+        &[p(part), i32_(rows), i32_(parts), p(out)],
     )
 }
 
@@ -407,9 +460,9 @@ pub fn prelu_forward(
 ) -> Result<()> {
     gpu.launch(
         "prelu_forward",
-        gpu.grid_for(c * row, THREADS),
+        row_grid(c, row),
         THREADS,
-        &[p(x), i32_(c), i64_(row), p(slopes), i32_(count), p(y)],
+        &[p(x), i64_(row), p(slopes), i32_(count), p(y)],
     )
 }
 
@@ -427,11 +480,11 @@ pub fn prelu_backward(
     dslopes: u64,
     dx: Option<u64>,
 ) -> Result<()> {
-    ensure(&mut s.prelu, c)?;
-    let part = s.prelu.as_ref().expect("ensured").ptr();
+    let parts = parts_of(row);
+    let part = partials64(s, c * parts)?;
     gpu.launch(
         "prelu_backward_partial",
-        (c as u32, 1, 1),
+        parts_grid(c, row),
         RED_THREADS,
         &[p(x), p(dy), i64_(row), p(part)],
     )?;
@@ -439,22 +492,14 @@ pub fn prelu_backward(
         "prelu_backward_finish",
         (1, 1, 1),
         1,
-        &[p(part), i32_(c), i32_(count), p(dslopes)],
+        &[p(part), i32_(c), i32_(parts), i32_(count), p(dslopes)],
     )?;
     if let Some(dx) = dx {
         gpu.launch(
             "prelu_backward_dx",
-            gpu.grid_for(c * row, THREADS),
+            row_grid(c, row),
             THREADS,
-            &[
-                p(x),
-                p(dy),
-                i32_(c),
-                i64_(row),
-                p(slopes),
-                i32_(count),
-                p(dx),
-            ],
+            &[p(x), p(dy), i64_(row), p(slopes), i32_(count), p(dx)],
         )?;
     }
     Ok(())
@@ -479,8 +524,10 @@ pub struct BnTensors {
 
 /// BatchNorm forward on `c` channel rows of `row` values: batch statistics (and running
 /// updates) in training, running statistics otherwise.
+#[allow(clippy::too_many_arguments)]
 pub fn bn_forward(
     gpu: &Gpu,
+    s: &mut Scratch,
     x: u64,
     c: usize,
     row: usize,
@@ -489,13 +536,40 @@ pub fn bn_forward(
     y: u64,
 ) -> Result<()> {
     if train {
+        // Two passes in parts: the mean, then the squared deviations from it.
+        let parts = parts_of(row);
+        let part = partials64(s, c * parts)?;
+        ensure(&mut s.mean64, c)?;
+        let mean64 = s.mean64.as_ref().expect("ensured").ptr();
+        let grid = parts_grid(c, row);
         gpu.launch(
-            "bn_stats_train",
-            (c as u32, 1, 1),
+            "bn_sum_partial",
+            grid,
             RED_THREADS,
+            &[p(x), i64_(row), p(0), p(part)],
+        )?;
+        gpu.launch(
+            "bn_mean_finish",
+            gpu.grid_for(c, THREADS),
+            THREADS,
+            &[p(part), i32_(c), i32_(parts), i64_(row), p(mean64)],
+        )?;
+        gpu.launch(
+            "bn_sum_partial",
+            grid,
+            RED_THREADS,
+            &[p(x), i64_(row), p(mean64), p(part)],
+        )?;
+        gpu.launch(
+            "bn_stats_finish",
+            gpu.grid_for(c, THREADS),
+            THREADS,
             &[
-                p(x),
+                p(part),
+                i32_(c),
+                i32_(parts),
                 i64_(row),
+                p(mean64),
                 Arg::F32(MOMENTUM),
                 Arg::F32(EPS),
                 p(t.mean),
@@ -521,11 +595,10 @@ pub fn bn_forward(
     }
     gpu.launch(
         "bn_apply",
-        gpu.grid_for(c * row, THREADS),
+        row_grid(c, row),
         THREADS,
         &[
             p(x),
-            i32_(c),
             i64_(row),
             p(t.mean),
             p(t.inv_std),
@@ -540,6 +613,7 @@ pub fn bn_forward(
 #[allow(clippy::too_many_arguments)]
 pub fn bn_backward(
     gpu: &Gpu,
+    s: &mut Scratch,
     x: u64,
     dy: u64,
     c: usize,
@@ -549,29 +623,28 @@ pub fn bn_backward(
     dbeta: u64,
     dx: Option<u64>,
 ) -> Result<()> {
+    let parts = parts_of(row);
+    let part = partials64(s, 2 * c * parts)?;
     gpu.launch(
-        "bn_backward_reduce",
-        (c as u32, 1, 1),
+        "bn_backward_partial",
+        parts_grid(c, row),
         RED_THREADS,
-        &[
-            p(x),
-            p(dy),
-            i64_(row),
-            p(t.mean),
-            p(t.inv_std),
-            p(dgamma),
-            p(dbeta),
-        ],
+        &[p(x), p(dy), i64_(row), p(t.mean), p(t.inv_std), p(part)],
+    )?;
+    gpu.launch(
+        "bn_backward_finish",
+        gpu.grid_for(c, THREADS),
+        THREADS,
+        &[p(part), i32_(c), i32_(parts), p(dgamma), p(dbeta)],
     )?;
     if let Some(dx) = dx {
         gpu.launch(
             "bn_backward_dx",
-            gpu.grid_for(c * row, THREADS),
+            row_grid(c, row),
             THREADS,
             &[
                 p(x),
                 p(dy),
-                i32_(c),
                 i64_(row),
                 p(t.mean),
                 p(t.inv_std),
@@ -595,6 +668,7 @@ pub fn maxpool_forward(
     y: u64,
     arg: u64,
 ) -> Result<()> {
+    check_index_range("max-pool input", planes * h * w)?;
     gpu.launch(
         "maxpool_forward",
         gpu.grid_for(planes * (h / 2) * (w / 2), THREADS),
@@ -613,6 +687,7 @@ pub fn maxpool_backward(
     w: usize,
     dx: u64,
 ) -> Result<()> {
+    check_index_range("max-pool input", planes * h * w)?;
     gpu.launch(
         "maxpool_backward",
         gpu.grid_for(planes * h * w, THREADS),
@@ -698,7 +773,7 @@ pub fn linear_backward(
         (dweight, inp),
         None,
     )?;
-    row_sum(gpu, dy, outp, n, dbias)?;
+    row_sum(gpu, s, dy, outp, n, dbias)?;
     if let Some(dx) = dx {
         gemm(
             gpu,
