@@ -4,7 +4,10 @@
 # the minutes left. Run on the GPU machine from the repository root, carrying .cache/gpu-bundle
 # (and .cache/gpu-runs once it exists):
 #
-#   bash scripts/gpu_session.sh [MINUTES]      # total wall-clock budget, default 9 (a device command may run 10)
+#   bash scripts/gpu_session.sh [MINUTES] [TABLE OPTIONS]
+#
+# MINUTES: the total wall-clock budget, default 9 (a device command may run 10). TABLE OPTIONS
+# go to gpu_table.sh (--margins, --epochs, --preset, --jobs, --runs, -- TRAIN ARGS).
 #
 # - The check (scripts/gpu_check.sh) runs with the wide sgemm tiles (LSOFTMAX_GPU_GEMM=auto, the
 #   default). If it fails, it runs again with LSOFTMAX_GPU_GEMM=square (the 64 x 64 kernels
@@ -17,9 +20,26 @@
 # Back here: bash scripts/gpu_table.sh --unpack FILES_AT, then --report.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TOTAL="${1:-9}"
+TOTAL=9
+if [ $# -gt 0 ] && [[ "$1" != -* ]]; then
+    TOTAL="$1"
+    shift
+fi
 [[ "$TOTAL" =~ ^[0-9]+$ ]] || { echo "error: MINUTES must be a whole number, got '$TOTAL'" >&2; exit 2; }
+TABLE_ARGS=("$@")
+# The runs folder (where the record of a passed check lives): gpu_table.sh's --runs.
 RUNS=.cache/gpu-runs
+for ((i = 0; i < ${#TABLE_ARGS[@]}; i++)); do
+    [ "${TABLE_ARGS[$i]}" = -- ] && break
+    [ "${TABLE_ARGS[$i]}" = --runs ] && RUNS="${TABLE_ARGS[$((i + 1))]:-}"
+done
+[ -n "$RUNS" ] || { echo "error: --runs needs a folder" >&2; exit 2; }
+for a in "${TABLE_ARGS[@]}"; do
+    case "$a" in
+        --unpack | --report | --minutes) echo "error: $a is gpu_table.sh's own; gpu_session.sh runs the table" >&2; exit 2 ;;
+        --) break ;;
+    esac
+done
 OUTDIR="${OUT:-/tmp}"
 # Unpack the bundle once for both scripts (they take GPU_BIN and LSOFTMAX_DATA from here).
 source scripts/gpu_bundle_env.sh
@@ -61,4 +81,4 @@ if [ "$left" -lt 2 ]; then
     exit 0
 fi
 echo "=== the margin table for $left minutes (LSOFTMAX_GPU_GEMM=$LSOFTMAX_GPU_GEMM)"
-bash scripts/gpu_table.sh --minutes "$left"
+bash scripts/gpu_table.sh --minutes "$left" "${TABLE_ARGS[@]}"

@@ -34,3 +34,5 @@ bash scripts/cuda_emu.sh >/dev/null
 LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" target/cuda/release/lsoftmax gpu-check --quick --gemm-bench-batch 1
 echo "== CUDA: train --device cuda --precise-bn through the emulated libcuda (statistics recomputed on the CPU copy, copied back)"
 LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" bash scripts/cuda_precise_bn_check.sh target/cuda/release/lsoftmax
+echo "== the device-session scripts (gpu_session.sh, gpu_check.sh, gpu_table.sh) with a stand-in for the CUDA binary"
+bash scripts/gpu_scripts_test.sh

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# CI test of the device-session scripts (gpu_session.sh, gpu_check.sh, gpu_table.sh) on a
+# machine without a GPU. A stand-in for the bundle's CUDA binary (GPU_BIN):
+#   - its `gpu-check` fails under the wide sgemm tiles (LSOFTMAX_GPU_GEMM=auto) and passes under
+#     the square ones;
+#   - everything else runs with the CPU build, with `--device cuda` turned into `--device cpu`;
+#   - every call is logged with the LSOFTMAX_GPU_GEMM it saw.
+# Two simulated device sessions, with the build machine's part between and after them:
+#   1. session 1: the check fails with auto and passes with square; the pass is recorded; the
+#      table (tiny, margins 1 and 2, 512 images, stopped after epoch 1) trains under square and
+#      packs its tars;
+#   2. here: --unpack brings back the runs and the pass record;
+#   3. session 2, carrying them: the check is skipped (same binary), the runs resume and finish
+#      their 2 epochs under square;
+#   4. here: --unpack, then --report prints the table.
+# Also checks that gpu_session.sh refuses gpu_table.sh's own modes.
+#
+#   bash scripts/gpu_scripts_test.sh      # about a minute; needs data/mnist (scripts/setup.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build -q --release -p lsoftmax-trainer --bin lsoftmax
+T="$(mktemp -d)"
+trap 'rm -rf "$T"' EXIT
+cat > "$T/fake" <<EOF
+#!/usr/bin/env bash
+echo "\$1 \${LSOFTMAX_GPU_GEMM:-unset} \$*" >> "$T/calls.log"
+if [ "\$1" = gpu-check ]; then
+    [ "\${LSOFTMAX_GPU_GEMM:-auto}" = square ] && exit 0
+    echo "fake gpu-check: FAIL under LSOFTMAX_GPU_GEMM=\${LSOFTMAX_GPU_GEMM:-auto}"
+    exit 1
+fi
+args=()
+for a in "\$@"; do [ "\$a" = cuda ] && a=cpu; args+=("\$a"); done
+exec "$PWD/target/release/lsoftmax" "\${args[@]}"
+EOF
+chmod +x "$T/fake"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+epochs() { grep -c '"type":"epoch"' "$1/log.jsonl"; }
+TABLE=(--preset tiny --margins 1,2 --epochs 2)
+
+echo "== session 1: the check falls back to square tiles, the table trains one epoch"
+mkdir -p "$T/out1"
+OUT="$T/out1" GPU_BIN="$T/fake" bash scripts/gpu_session.sh 3 "${TABLE[@]}" --runs "$T/dev1" \
+    -- --train-limit 512 --stop-after 1 > "$T/session1.log" 2>&1 ||
+    { tail -30 "$T/session1.log"; fail "session 1 exited non-zero"; }
+grep -q "gpu_check failed with LSOFTMAX_GPU_GEMM=auto" "$T/session1.log" || fail "no fall-back message"
+[ "$(grep '^gpu-check' "$T/calls.log" | cut -d' ' -f2 | tr '\n' ' ')" = "auto square " ] ||
+    fail "gpu-check calls: $(grep '^gpu-check' "$T/calls.log" | cut -d' ' -f1,2 | tr '\n' ';')"
+[ "$(cut -d' ' -f2 "$T/out1/gpu_check.pass")" = square ] || fail "gpu_check.pass: $(cat "$T/out1/gpu_check.pass")"
+table_calls() { grep "^train .* --out $1/" "$T/calls.log" || true; }
+[ "$(table_calls "$T/dev1" | wc -l)" = 2 ] || fail "session 1 table runs: $(table_calls "$T/dev1")"
+[ -z "$(table_calls "$T/dev1" | grep -v '^train square ')" ] || fail "a table run was not under square tiles"
+for m in 1 2; do [ -f "$T/out1/tiny-m$m.tar" ] || fail "no tiny-m$m.tar"; done
+
+echo "== here: unpack session 1"
+bash scripts/gpu_table.sh "${TABLE[@]}" --runs "$T/here" --unpack "$T/out1" > "$T/unpack1.log"
+[ -f "$T/here/gpu_check.pass" ] || fail "--unpack did not bring gpu_check.pass"
+for m in 1 2; do [ "$(epochs "$T/here/tiny-m$m")" = 1 ] || fail "tiny-m$m: $(epochs "$T/here/tiny-m$m") epochs after session 1"; done
+
+echo "== session 2: the check is skipped, the runs resume and finish"
+cp -r "$T/here" "$T/dev2"
+mkdir -p "$T/out2"
+checks_before="$(grep -c '^gpu-check' "$T/calls.log")"
+OUT="$T/out2" GPU_BIN="$T/fake" bash scripts/gpu_session.sh 3 "${TABLE[@]}" --runs "$T/dev2" \
+    -- --train-limit 512 > "$T/session2.log" 2>&1 ||
+    { tail -30 "$T/session2.log"; fail "session 2 exited non-zero"; }
+grep -q "gpu_check passed before with this bundle (gemm square" "$T/session2.log" || fail "the check was not skipped"
+[ "$(grep -c '^gpu-check' "$T/calls.log")" = "$checks_before" ] || fail "session 2 ran gpu-check"
+[ "$(table_calls "$T/dev2" | grep -c -- '--resume')" = 2 ] || fail "session 2 did not resume both runs"
+[ -z "$(table_calls "$T/dev2" | grep -v '^train square ')" ] || fail "a resumed run was not under square tiles"
+
+echo "== here: unpack session 2, report"
+bash scripts/gpu_table.sh "${TABLE[@]}" --runs "$T/here" --unpack "$T/out2" > "$T/unpack2.log"
+for m in 1 2; do [ "$(epochs "$T/here/tiny-m$m")" = 2 ] || fail "tiny-m$m: $(epochs "$T/here/tiny-m$m") epochs after session 2"; done
+bash scripts/gpu_table.sh "${TABLE[@]}" --runs "$T/here" --report > "$T/report.log"
+grep -q "^| tiny-m2 | tiny | 2 | 2 |" "$T/report.log" || { cat "$T/report.log"; fail "no tiny-m2 row in the report"; }
+
+echo "== gpu_session.sh refuses gpu_table.sh's own modes"
+for bad in --report --unpack --minutes; do
+    rc=0
+    GPU_BIN="$T/fake" bash scripts/gpu_session.sh 3 "$bad" x > "$T/bad.log" 2>&1 || rc=$?
+    [ "$rc" = 2 ] || fail "gpu_session.sh $bad: exit $rc, want 2"
+done
+echo "gpu scripts: PASS"
