@@ -15,7 +15,11 @@
 # 3. `train --device cuda --precise-bn` against `eval --recompute-bn` on the CPU
 #    (scripts/cuda_precise_bn_check.sh);
 # 4. PyTorch eager on the same GPU, `paper` at batch 256 (bench/torch_train_bench.py), for the
-#    speed comparison in the same session.
+#    speed comparison in the same session;
+# 5. for information only (never fails the check): the opt-in TF32 tensor-core products
+#    (LSOFTMAX_GPU_GEMM=tf32): their kernel checks, their speed on `paper`'s products and
+#    steps, and `paper` trained 2 epochs with fp32 and with TF32 products, test accuracy and
+#    loss side by side.
 # Prints PASS/FAIL per row and a summary; exits non-zero when something failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +68,33 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
 else
     summary+=("SKIP  PyTorch eager on the GPU (no torch with CUDA)")
 fi
+
+# Information only: a failure is reported, not counted.
+info() { # name, command...
+    local name="$1"; shift
+    echo
+    echo "=== (information) $name"
+    local t0=$SECONDS
+    if "$@"; then
+        summary+=("INFO  $name ($((SECONDS - t0)) s)")
+    else
+        summary+=("INFO  $name: failed, exit $? ($((SECONDS - t0)) s)")
+    fi
+}
+info "TF32 products: kernel checks, speed of paper's products and steps" \
+    env LSOFTMAX_GPU_GEMM=tf32 timeout 180 "$BIN" gpu-check --quick --bench-steps 50 --gemm-bench-batch 256 --data "$DATA"
+# The run behind the TF32 accuracy comparison (GPU_CHECK_INFO_TRAIN: a smaller one for tests).
+read -r -a INFO_TRAIN <<< "${GPU_CHECK_INFO_TRAIN:---preset paper --epochs 2}"
+tf32_accuracy() {
+    local g
+    for g in "${LSOFTMAX_GPU_GEMM:-auto}" tf32; do
+        LSOFTMAX_GPU_GEMM=$g timeout 150 "$BIN" train --device cuda "${INFO_TRAIN[@]}" --quiet \
+            --out "$X/info-$g" --data "$DATA" > "$X/info-$g.out" 2>&1 || { tail -5 "$X/info-$g.out"; return 1; }
+        echo "${INFO_TRAIN[*]}, LSOFTMAX_GPU_GEMM=$g: $(grep '"type":"epoch"' "$X/info-$g/log.jsonl" | tail -1 |
+            python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print("test accuracy %.2f%%, test loss %.4f, %.1f s per epoch" % (d["test_acc"], d["test_loss"], d["seconds"]))')"
+    done
+}
+info "TF32 effect on accuracy: paper, 2 epochs, fp32 against TF32 products" tf32_accuracy
 
 echo
 echo "=== summary"

@@ -37,6 +37,8 @@ chmod +x "$T/fake"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 epochs() { grep -c '"type":"epoch"' "$1/log.jsonl"; }
 TABLE=(--preset tiny --margins 1,2 --epochs 2)
+# gpu_check.sh's TF32 accuracy comparison, small.
+export GPU_CHECK_INFO_TRAIN="--preset tiny --epochs 1 --train-limit 256"
 
 echo "== session 1: the check falls back to square tiles, the table trains one epoch"
 mkdir -p "$T/out1"
@@ -44,7 +46,13 @@ OUT="$T/out1" GPU_BIN="$T/fake" bash scripts/gpu_session.sh 3 "${TABLE[@]}" --ru
     -- --train-limit 512 --stop-after 1 > "$T/session1.log" 2>&1 ||
     { tail -30 "$T/session1.log"; fail "session 1 exited non-zero"; }
 grep -q "gpu_check failed with LSOFTMAX_GPU_GEMM=auto" "$T/session1.log" || fail "no fall-back message"
-[ "$(grep '^gpu-check' "$T/calls.log" | cut -d' ' -f2 | tr '\n' ' ')" = "auto square " ] ||
+# The information steps ran, and their failure (the stand-in's gpu-check under tf32) did not count.
+grep -q "^INFO  TF32 products: kernel checks, speed of paper's products and steps: failed" "$T/session1.log" ||
+    fail "no failed TF32 information line"
+[ "$(grep -c -- "--preset tiny --epochs 1 --train-limit 256, LSOFTMAX_GPU_GEMM=" "$T/session1.log")" = 4 ] ||
+    fail "the TF32 accuracy comparison did not run both ways (twice)"
+# auto (fails), its TF32 information step, square (passes), its TF32 information step.
+[ "$(grep '^gpu-check' "$T/calls.log" | cut -d' ' -f2 | tr '\n' ' ')" = "auto tf32 square tf32 " ] ||
     fail "gpu-check calls: $(grep '^gpu-check' "$T/calls.log" | cut -d' ' -f1,2 | tr '\n' ';')"
 [ "$(cut -d' ' -f2 "$T/out1/gpu_check.pass")" = square ] || fail "gpu_check.pass: $(cat "$T/out1/gpu_check.pass")"
 table_calls() { grep "^train .* --out $1/" "$T/calls.log" || true; }

@@ -15,7 +15,16 @@
 // 64 FMAs instead of 8 per 16. Launch with 256 threads and grid (ceil(N/256), ceil(M/64),
 // splits); split-K chunks must be multiples of 8. Meant for the convolutions' large products
 // (N = batch x pixels); the 64 x 64 kernels stay for small or narrow ones.
+//
+// sgemm_tf32_{nn,nt,tn} (opt-in) compute it on the tensor cores in TF32: the operands are
+// rounded to TF32 (10-bit mantissa, to nearest) as they are staged in shared memory, products
+// are exact and sums fp32. 64 x 128 tile per block, 8 warps of 32 x 32 (2 x 2 WMMA 16x16x8
+// fragments), 16-deep double-buffered stages. Launch with 256 threads and grid (ceil(N/128),
+// ceil(M/64), splits); split-K chunks must be multiples of 16.
 #include "common.cuh"
+#ifdef __CUDACC__
+#include <mma.h>
+#endif
 
 #define BM 64
 #define BN 64
@@ -223,6 +232,124 @@ __device__ __forceinline__ void sgemm_wide_body(int M, int N, int K, float alpha
 extern "C" __global__ void __launch_bounds__(256, 2) sgemm_wide_nn(SGEMM_ARGS) { sgemm_wide_body<false, false>(SGEMM_PASS); }
 extern "C" __global__ void __launch_bounds__(256, 2) sgemm_wide_nt(SGEMM_ARGS) { sgemm_wide_body<false, true>(SGEMM_PASS); }
 extern "C" __global__ void __launch_bounds__(256, 2) sgemm_wide_tn(SGEMM_ARGS) { sgemm_wide_body<true, false>(SGEMM_PASS); }
+
+#define TM 64
+#define TN 128
+#define TK 16
+#define TA_LD (TK + 8)  // As[m][k] row stride: a multiple of 8 floats keeps WMMA pointers 32-byte aligned
+#define TB_LD (TN + 8)  // Bs[k][n]
+#define TC_LD (TN + 4)  // Cs[m][n], the epilogue's staging (it reuses the stages' memory)
+
+template <bool TA, bool TB>
+__device__ __forceinline__ void sgemm_tf32_body(int M, int N, int K, float alpha, const float* __restrict__ A,
+                                                int lda, const float* __restrict__ B, int ldb, float beta,
+                                                float* __restrict__ C, int ldc, const float* __restrict__ bias,
+                                                int kchunk, long long split_stride) {
+    using namespace nvcuda;
+    // 2 stages of As (TM x TA_LD) and Bs (TK x TB_LD), or, after the main loop, Cs (TM x TC_LD).
+    __shared__ __align__(32) float smem[TM * TC_LD];
+    float* const As = smem;
+    float* const Bs = smem + 2 * TM * TA_LD;
+    const int tid = threadIdx.x, warp = tid / 32;
+    const int wm = (warp / 4) * 32, wn = (warp % 4) * 32;
+    const int m0 = blockIdx.y * TM, n0 = blockIdx.x * TN;
+    const int kbeg = blockIdx.z * kchunk;
+    const int kend = min(K, kbeg + kchunk);
+    const int ntiles = kend > kbeg ? (kend - kbeg + TK - 1) / TK : 0;
+    C += (long long)blockIdx.z * split_stride;
+
+    // This thread's share of a stage: 4 elements of the A tile, 8 of the B tile, read along
+    // the stored rows (coalesced); out-of-range elements are zeros.
+    float ra[4], rb[8];
+    const int a_k = TA ? tid / TM : tid % TK;   // + 4 l when TA
+    const int a_m = TA ? tid % TM : tid / TK;   // + 16 l when !TA
+    const int b_k = TB ? tid % TK : tid / TN;   // + 2 l when !TB
+    const int b_n = TB ? tid / TK : tid % TN;   // + 16 l when TB
+    const float* pa = TA ? A + (long long)(kbeg + a_k) * lda + m0 + a_m : A + (long long)(m0 + a_m) * lda + kbeg + a_k;
+    const float* pb = TB ? B + (long long)(n0 + b_n) * ldb + kbeg + b_k : B + (long long)(kbeg + b_k) * ldb + n0 + b_n;
+    const long long a_step = TA ? (long long)TK * lda : TK, b_step = TB ? TK : (long long)TK * ldb;
+    auto fetch = [&](int k0) {  // k0: the stage's first k, relative to kbeg
+#pragma unroll
+        for (int l = 0; l < 4; ++l) {
+            int gm = m0 + a_m + (TA ? 0 : 16 * l), gk = kbeg + k0 + a_k + (TA ? 4 * l : 0);
+            ra[l] = (gm < M && gk < kend) ? pa[TA ? 4LL * l * lda : 16LL * l * lda] : 0.f;
+        }
+#pragma unroll
+        for (int l = 0; l < 8; ++l) {
+            int gn = n0 + b_n + (TB ? 16 * l : 0), gk = kbeg + k0 + b_k + (TB ? 0 : 2 * l);
+            rb[l] = (gn < N && gk < kend) ? pb[TB ? 16LL * l * ldb : 2LL * l * ldb] : 0.f;
+        }
+        pa += a_step;
+        pb += b_step;
+    };
+    auto stash = [&](int buf) {
+        float* as = As + buf * TM * TA_LD;
+        float* bs = Bs + buf * TK * TB_LD;
+#pragma unroll
+        for (int l = 0; l < 4; ++l)
+            as[(a_m + (TA ? 0 : 16 * l)) * TA_LD + a_k + (TA ? 4 * l : 0)] = wmma::__float_to_tf32(ra[l]);
+#pragma unroll
+        for (int l = 0; l < 8; ++l)
+            bs[(b_k + (TB ? 0 : 2 * l)) * TB_LD + b_n + (TB ? 16 * l : 0)] = wmma::__float_to_tf32(rb[l]);
+    };
+
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+
+    fetch(0);
+    stash(0);
+    __syncthreads();
+    for (int t = 0; t < ntiles; ++t) {
+        const int cur = t & 1;
+        const bool more = t + 1 < ntiles;
+        if (more) fetch((t + 1) * TK);
+        const float* as = As + cur * TM * TA_LD;
+        const float* bs = Bs + cur * TK * TB_LD;
+#pragma unroll
+        for (int ks = 0; ks < TK; ks += 8) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a[2];
+            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b[2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], as + (wm + 16 * i) * TA_LD + ks, TA_LD);
+#pragma unroll
+            for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], bs + ks * TB_LD + wn + 16 * j, TB_LD);
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+        }
+        // The other stage was last read before the previous barrier: safe to refill.
+        if (more) stash(cur ^ 1);
+        __syncthreads();
+    }
+
+    // Every warp has passed the loop's last barrier: the stages' memory becomes Cs.
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+            wmma::store_matrix_sync(smem + (wm + 16 * i) * TC_LD + wn + 16 * j, acc[i][j], TC_LD, wmma::mem_row_major);
+    __syncthreads();
+#pragma unroll 4
+    for (int l = 0; l < TM * TN / 256; ++l) {
+        int e = tid + l * 256;
+        int r = e / TN, cc = e % TN;
+        int gm = m0 + r, gn = n0 + cc;
+        if (gm >= M || gn >= N) continue;
+        float* c = C + (long long)gm * ldc + gn;
+        float v = alpha * smem[r * TC_LD + cc];
+        if (beta != 0.f) v += beta * *c;
+        if (bias) v += bias[gm];
+        *c = v;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) sgemm_tf32_nn(SGEMM_ARGS) { sgemm_tf32_body<false, false>(SGEMM_PASS); }
+extern "C" __global__ void __launch_bounds__(256) sgemm_tf32_nt(SGEMM_ARGS) { sgemm_tf32_body<false, true>(SGEMM_PASS); }
+extern "C" __global__ void __launch_bounds__(256) sgemm_tf32_tn(SGEMM_ARGS) { sgemm_tf32_body<true, false>(SGEMM_PASS); }
 
 // C[i, j] = alpha * sum_s P[s][i][j] + beta * C[i, j] + bias[i], partials P of M x N each,
 // summed in split order (deterministic).

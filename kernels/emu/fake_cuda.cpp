@@ -54,6 +54,7 @@ std::vector<Kernel>& table() {
 #define K(n, s) Kernel{#n, s, invoker(&n)}
         K(sgemm_nn, true), K(sgemm_nt, true), K(sgemm_tn, true), K(gemm_splitk_reduce, false),
         K(sgemm_wide_nn, true), K(sgemm_wide_nt, true), K(sgemm_wide_tn, true),
+        K(sgemm_tf32_nn, true), K(sgemm_tf32_nt, true), K(sgemm_tf32_tn, true),
         K(im2col, false), K(col2im, false),
         K(flatten_forward, false), K(flatten_backward, false), K(row_sum_partial, true),
         K(row_sum_finish, false), K(bn_sum_partial, true), K(bn_mean_finish, false),

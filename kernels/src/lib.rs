@@ -8,8 +8,9 @@
 //! fail when the PTX is stale, and `scripts/check_ptx.sh` also runs ptxas (sm_80, sm_90) and
 //! rebuilds the PTX to compare.
 //!
-//! Every kernel is `extern "C"`, fp32 (no tensor cores, no TF32), and deterministic: reductions
-//! run in f64 in a fixed order, without atomics.
+//! Every kernel is `extern "C"` and deterministic (reductions run in f64 in a fixed order,
+//! without atomics), and fp32 except the opt-in `sgemm_tf32_*`, which multiply on the tensor
+//! cores in TF32.
 #![no_std]
 
 /// Threads per block that every reduction kernel (`row_sum_partial`, `bn_sum_partial`,
@@ -39,6 +40,14 @@ pub const GEMM_WIDE_TILE_N: u32 = 256;
 /// Depth of one shared-memory stage of the `sgemm_wide_*` kernels; split-K chunks are
 /// multiples of it.
 pub const GEMM_WIDE_TILE_K: u32 = 8;
+
+/// Rows of C per `sgemm_tf32_*` block (grid y = ceil(M / 64)).
+pub const GEMM_TF32_TILE_M: u32 = 64;
+/// Columns of C per `sgemm_tf32_*` block (grid x = ceil(N / 128)).
+pub const GEMM_TF32_TILE_N: u32 = 128;
+/// Depth of one shared-memory stage of the `sgemm_tf32_*` kernels; split-K chunks are
+/// multiples of it.
+pub const GEMM_TF32_TILE_K: u32 = 16;
 
 /// One PTX module: the PTX built from `kernels/cuda/{name}.cu` and the kernels it defines.
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +81,9 @@ pub const MODULES: &[PtxModule] = &[
             "sgemm_wide_nn",
             "sgemm_wide_nt",
             "sgemm_wide_tn",
+            "sgemm_tf32_nn",
+            "sgemm_tf32_nt",
+            "sgemm_tf32_tn",
             "gemm_splitk_reduce",
         ]
     ),
@@ -227,6 +239,9 @@ mod tests {
             (&gemm, "WM", GEMM_WIDE_TILE_M),
             (&gemm, "WN", GEMM_WIDE_TILE_N),
             (&gemm, "WK", GEMM_WIDE_TILE_K),
+            (&gemm, "TM", GEMM_TF32_TILE_M),
+            (&gemm, "TN", GEMM_TF32_TILE_N),
+            (&gemm, "TK", GEMM_TF32_TILE_K),
         ] {
             let line = format!("#define {define} {value}\n");
             assert!(src.contains(&line), "the sources lack `{}`", line.trim());

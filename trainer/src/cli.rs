@@ -74,11 +74,12 @@ pub enum DeviceKind {
 /// `gpu-check` arguments.
 #[derive(Debug, Args)]
 pub struct GpuCheckArgs {
-    /// Also time this many GPU training steps of `paper` at batch 256 (0: no timing).
-    #[arg(long, default_value_t = 50)]
-    pub bench_steps: usize,
-    /// Skip the `paper` training steps and the timing (for the CPU emulation of
-    /// scripts/cuda_emu.sh).
+    /// Also time this many GPU training steps of `paper` at batch 256 (0: no timing; default:
+    /// 50 unless --quick, which skips it unless given).
+    #[arg(long)]
+    pub bench_steps: Option<usize>,
+    /// Skip the `paper` training steps and, unless asked for, the timings (for the CPU
+    /// emulation of scripts/cuda_emu.sh).
     #[arg(long)]
     pub quick: bool,
     /// Time both `sgemm` tile families on the products of `paper`'s convolutions at this batch

@@ -255,7 +255,8 @@ fn gpu_check_cmd(a: GpuCheckArgs) -> Result<()> {
     {
         let data = load_data(&a.data)?;
         let gemm_batch = a.gemm_bench_batch.unwrap_or(if a.quick { 0 } else { 256 });
-        lsoftmax_trainer::cuda::check::run(&data, a.bench_steps, gemm_batch, a.quick)
+        let bench_steps = a.bench_steps.unwrap_or(if a.quick { 0 } else { 50 });
+        lsoftmax_trainer::cuda::check::run(&data, bench_steps, gemm_batch, a.quick)
     }
     #[cfg(not(feature = "cuda"))]
     {

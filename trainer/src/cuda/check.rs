@@ -24,6 +24,8 @@ use crate::train::{TrainConfig, Trainer};
 
 /// Tolerance of the kernel comparisons (fp32).
 pub const KERNEL_TOL: f64 = 1e-4;
+/// Normalised error allowed for products with TF32 operands (`LSOFTMAX_GPU_GEMM=tf32`).
+pub const TF32_TOL: f64 = 5e-3;
 /// Tolerance of the multi-step training comparison (differences grow through the steps).
 pub const STEP_TOL: f64 = 1e-3;
 
@@ -138,6 +140,25 @@ fn tiles_of(policy: GemmPolicy) -> &'static [GemmTile] {
     match policy {
         GemmPolicy::Auto => &[GemmTile::Square, GemmTile::Wide],
         GemmPolicy::Square => &[GemmTile::Square],
+        GemmPolicy::Tf32 => &[GemmTile::Square, GemmTile::Tf32],
+    }
+}
+
+/// Tolerance of a product computed with `tile` against the f64 reference: TF32 operands carry
+/// a relative error of up to 2^-11 each.
+fn gemm_tol(tile: GemmTile) -> f64 {
+    match tile {
+        GemmTile::Tf32 => TF32_TOL,
+        GemmTile::Square | GemmTile::Wide => KERNEL_TOL,
+    }
+}
+
+/// Tolerance of the convolutions' outputs under `policy` (TF32 products under
+/// [`GemmPolicy::Tf32`]).
+fn conv_tol(policy: GemmPolicy) -> f64 {
+    match policy {
+        GemmPolicy::Tf32 => TF32_TOL,
+        GemmPolicy::Auto | GemmPolicy::Square => KERNEL_TOL,
     }
 }
 
@@ -207,29 +228,27 @@ fn check_gemm(gpu: &Gpu, rep: &mut Report) -> Result<()> {
                 format!("gemm {tile:?} {ta:?}{tb:?} {m}x{n}x{k} (splits {splits})"),
                 &down(gpu, &dc)?,
                 &want,
-                KERNEL_TOL,
+                gemm_tol(tile),
             );
         }
     }
     Ok(())
 }
 
-/// Times both tile families (only the square one under [`GemmPolicy::Square`]) on the three
-/// products of each of `paper`'s 64 -> 64 convolution sizes at `batch` (forward `W x cols`,
-/// input gradient `W^T x dy`, weight gradient `dy x cols^T`) and prints milliseconds, TFLOP/s
-/// and the square/wide time ratio. The operands are zeros: the time of fp32 arithmetic does
+/// Times the tile families the GPU's policy allows (square and wide under
+/// [`GemmPolicy::Auto`], square and TF32 under [`GemmPolicy::Tf32`]) on the three products of
+/// each of `paper`'s 64 -> 64 convolution sizes at `batch` (forward `W x cols`, input gradient
+/// `W^T x dy`, weight gradient `dy x cols^T`) and prints milliseconds and TFLOP/s per family,
+/// and the square/other time ratio. The operands are zeros: the time of the arithmetic does
 /// not depend on the values.
 pub fn bench_gemm(gpu: &Gpu, batch: usize) -> Result<()> {
     let mut s = Scratch::default();
-    println!(
-        "{:<34} {:>10} {:>10} {:>8} {:>8} {:>7}",
-        format!("sgemm (paper, batch {batch})"),
-        "square ms",
-        "wide ms",
-        "sq TF/s",
-        "wd TF/s",
-        "ratio"
-    );
+    let tiles = tiles_of(gpu.gemm_policy);
+    let mut header = format!("{:<34}", format!("sgemm (paper, batch {batch})"));
+    for t in tiles {
+        header += &format!(" {:>10} {:>7}", format!("{t:?} ms"), "TF/s");
+    }
+    println!("{header} {:>7}", "ratio");
     for side in [26usize, 13, 6] {
         let (c, kk, n) = (64usize, 64 * 9, batch * side * side);
         for (name, ops_, (m, nn, k)) in [
@@ -240,8 +259,9 @@ pub fn bench_gemm(gpu: &Gpu, batch: usize) -> Result<()> {
             let lda = if ops_.0 == Op::N { k } else { m };
             let ldb = if ops_.1 == Op::N { nn } else { k };
             let (a, b, out) = (zeros(m * k)?, zeros(k * nn)?, zeros(m * nn)?);
-            let mut ms = [f64::NAN; 2];
-            for (slot, &tile) in tiles_of(gpu.gemm_policy).iter().enumerate() {
+            let mut line = format!("{:<34}", format!("{side}x{side} {name}"));
+            let mut ms = Vec::new();
+            for &tile in tiles {
                 let launch = |s: &mut Scratch| {
                     ops::gemm_with(
                         gpu,
@@ -265,18 +285,13 @@ pub fn bench_gemm(gpu: &Gpu, batch: usize) -> Result<()> {
                     launch(&mut s)?;
                 }
                 gpu.sync()?;
-                ms[slot] = 1e3 * start.elapsed().as_secs_f64() / reps as f64;
+                let t = 1e3 * start.elapsed().as_secs_f64() / reps as f64;
+                let tflops = 2.0 * (m * nn * k) as f64 / (t * 1e-3) / 1e12;
+                line += &format!(" {t:>10.3} {tflops:>7.2}");
+                ms.push(t);
             }
-            let tflops = |ms: f64| 2.0 * (m * nn * k) as f64 / (ms * 1e-3) / 1e12;
-            println!(
-                "{:<34} {:>10.3} {:>10.3} {:>8.2} {:>8.2} {:>7.2}",
-                format!("{side}x{side} {name}"),
-                ms[0],
-                ms[1],
-                tflops(ms[0]),
-                tflops(ms[1]),
-                ms[0] / ms[1]
-            );
+            let ratio = ms[0] / ms[ms.len() - 1];
+            println!("{line} {ratio:>7.2}");
         }
     }
     Ok(())
@@ -343,13 +358,13 @@ fn check_conv(gpu: &Gpu, rep: &mut Report) -> Result<()> {
             format!("{tag} forward"),
             &down(gpu, &out)?,
             &y.data,
-            KERNEL_TOL,
+            conv_tol(gpu.gemm_policy),
         );
         rep.add(
             format!("{tag} dW"),
             &down(gpu, &dgw)?,
             &conv.dweight,
-            KERNEL_TOL,
+            conv_tol(gpu.gemm_policy),
         );
         rep.add(
             format!("{tag} db"),
@@ -361,7 +376,7 @@ fn check_conv(gpu: &Gpu, rep: &mut Report) -> Result<()> {
             format!("{tag} dx"),
             &down(gpu, &gdx)?,
             &conv.dx.data,
-            KERNEL_TOL,
+            conv_tol(gpu.gemm_policy),
         );
     }
     Ok(())
@@ -921,8 +936,7 @@ pub fn bench(
 
 /// Runs every check; `bench_steps > 0` also times `paper` at batch 256 (with the GPU's
 /// [`GemmPolicy`] and with square tiles only), `gemm_batch > 0` times the convolutions'
-/// products ([`bench_gemm`]); `quick` skips the `paper` steps and the step timing. Fails when a
-/// row fails.
+/// products ([`bench_gemm`]); `quick` skips the `paper` steps. Fails when a row fails.
 pub fn run(data: &mnist::Mnist, bench_steps: usize, gemm_batch: usize, quick: bool) -> Result<()> {
     let gpu = Gpu::new()?;
     println!("device: {}", gpu.info);
@@ -945,7 +959,7 @@ pub fn run(data: &mnist::Mnist, bench_steps: usize, gemm_batch: usize, quick: bo
     if !quick {
         check_steps(&mut rep, data, "paper", 256, 3)?;
     }
-    if bench_steps > 0 && !quick {
+    if bench_steps > 0 {
         let mut policies = vec![policy];
         if policy != GemmPolicy::Square {
             policies.push(GemmPolicy::Square);

@@ -7,8 +7,8 @@
 
 use anyhow::Result;
 use kernels::{
-    CHAN_PART, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WIDE_TILE_K,
-    GEMM_WIDE_TILE_M, GEMM_WIDE_TILE_N, RED_THREADS,
+    CHAN_PART, GEMM_TF32_TILE_K, GEMM_TF32_TILE_M, GEMM_TF32_TILE_N, GEMM_THREADS, GEMM_TILE_K,
+    GEMM_TILE_M, GEMM_TILE_N, GEMM_WIDE_TILE_K, GEMM_WIDE_TILE_M, GEMM_WIDE_TILE_N, RED_THREADS,
 };
 
 use super::device::{ensure, Arg, DevBuf, Gpu, Grid};
@@ -76,14 +76,18 @@ pub enum Op {
     T,
 }
 
-/// The `sgemm` kernel family that computes a product: both give the same sums up to rounding
-/// (each in its own fixed order, so each is deterministic).
+/// The `sgemm` kernel family that computes a product. The fp32 ones give the same sums up to
+/// rounding (each in its own fixed order, so each is deterministic); the TF32 one rounds the
+/// operands to a 10-bit mantissa first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmTile {
     /// `sgemm_{nn,nt,tn}`: 64 x 64 tiles, 4 x 4 outputs per thread.
     Square,
     /// `sgemm_wide_{nn,nt,tn}`: 64 x 256 tiles, 8 x 8 outputs per thread, double-buffered.
     Wide,
+    /// `sgemm_tf32_{nn,nt,tn}`: 64 x 128 tiles on the tensor cores (WMMA 16x16x8, TF32
+    /// operands, fp32 sums), double-buffered.
+    Tf32,
 }
 
 impl GemmTile {
@@ -92,6 +96,7 @@ impl GemmTile {
         let (m, n, k) = match self {
             Self::Square => (GEMM_TILE_M, GEMM_TILE_N, GEMM_TILE_K),
             Self::Wide => (GEMM_WIDE_TILE_M, GEMM_WIDE_TILE_N, GEMM_WIDE_TILE_K),
+            Self::Tf32 => (GEMM_TF32_TILE_M, GEMM_TF32_TILE_N, GEMM_TF32_TILE_K),
         };
         (m as usize, n as usize, k as usize)
     }
@@ -105,6 +110,9 @@ impl GemmTile {
             (Self::Wide, Op::N, Op::N) => "sgemm_wide_nn",
             (Self::Wide, Op::N, Op::T) => "sgemm_wide_nt",
             (Self::Wide, Op::T, Op::N) => "sgemm_wide_tn",
+            (Self::Tf32, Op::N, Op::N) => "sgemm_tf32_nn",
+            (Self::Tf32, Op::N, Op::T) => "sgemm_tf32_nt",
+            (Self::Tf32, Op::T, Op::N) => "sgemm_tf32_tn",
         })
     }
 }
@@ -119,27 +127,45 @@ pub enum GemmPolicy {
     /// Only the square tiles (`LSOFTMAX_GPU_GEMM=square`): the kernels before the wide ones
     /// existed, kept as a fall-back.
     Square,
+    /// TF32 tensor cores for the convolutions' products where [`Auto`](Self::Auto) uses the
+    /// wide tiles (`LSOFTMAX_GPU_GEMM=tf32`, opt-in), with operands rounded to a 10-bit
+    /// mantissa, as PyTorch's default for convolutions on Ampere and later; otherwise as
+    /// [`Auto`](Self::Auto).
+    Tf32,
 }
 
 impl GemmPolicy {
-    /// The policy `LSOFTMAX_GPU_GEMM` names (`auto`, the default, or `square`).
+    /// The policy `LSOFTMAX_GPU_GEMM` names (`auto`, the default, `square` or `tf32`).
     pub fn from_env() -> Result<Self> {
         match std::env::var("LSOFTMAX_GPU_GEMM").as_deref() {
             Err(_) | Ok("") | Ok("auto") => Ok(Self::Auto),
             Ok("square") => Ok(Self::Square),
+            Ok("tf32") => Ok(Self::Tf32),
             Ok(other) => {
-                anyhow::bail!("LSOFTMAX_GPU_GEMM must be 'auto' or 'square', not '{other}'")
+                anyhow::bail!("LSOFTMAX_GPU_GEMM must be 'auto', 'square' or 'tf32', not '{other}'")
             }
         }
     }
 
-    /// The tile for an `m x n` product.
-    pub fn tile(self, m: usize, n: usize) -> GemmTile {
-        match self {
-            Self::Auto if n >= 512 && m >= 48 => GemmTile::Wide,
+    /// The tile for an `m x n` product of `kind`: TF32 (under [`Tf32`](Self::Tf32)) only for
+    /// convolutions, as PyTorch's defaults (TF32 for cuDNN convolutions, fp32 for matmuls).
+    pub fn tile(self, kind: Product, m: usize, n: usize) -> GemmTile {
+        let large = n >= 512 && m >= 48;
+        match (self, kind) {
+            (Self::Tf32, Product::Conv) if large => GemmTile::Tf32,
+            (Self::Auto | Self::Tf32, _) if large => GemmTile::Wide,
             _ => GemmTile::Square,
         }
     }
+}
+
+/// What a product belongs to (the TF32 policy applies to convolutions only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    /// One of a convolution's three products.
+    Conv,
+    /// One of a linear layer's three products.
+    Linear,
 }
 
 /// Number of K splits for an `m x n` product of depth `k` with `tile`: enough blocks to fill
@@ -157,11 +183,12 @@ pub fn splits_for(sms: u32, tile: GemmTile, m: usize, n: usize, k: usize) -> usi
 /// `C = alpha op(A) op(B) + beta C + bias[row]` (fp32), `op(A)` `m x k`, `op(B)` `k x n`,
 /// row-major with leading dimensions. Only `(N, N)`, `(N, T)` and `(T, N)` exist. Splits K
 /// (deterministically, by shape) when the output has too few tiles to fill the GPU. The tile
-/// family follows the GPU's [`GemmPolicy`].
+/// family follows the GPU's [`GemmPolicy`] for a product of `kind`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     gpu: &Gpu,
     s: &mut Scratch,
+    kind: Product,
     ops: (Op, Op),
     shape: (usize, usize, usize),
     alpha: f32,
@@ -171,7 +198,7 @@ pub fn gemm(
     c: (u64, usize),
     bias: Option<u64>,
 ) -> Result<()> {
-    let tile = gpu.gemm_policy.tile(shape.0, shape.1);
+    let tile = gpu.gemm_policy.tile(kind, shape.0, shape.1);
     gemm_with(gpu, s, tile, ops, shape, alpha, a, b, beta, c, bias)
 }
 
@@ -348,6 +375,7 @@ pub fn conv_forward(
     gemm(
         gpu,
         s,
+        Product::Conv,
         (Op::N, Op::N),
         (sh.cout, ncols, rows),
         1.0,
@@ -377,6 +405,7 @@ pub fn conv_backward(
     gemm(
         gpu,
         s,
+        Product::Conv,
         (Op::N, Op::T),
         (sh.cout, rows, ncols),
         1.0,
@@ -392,6 +421,7 @@ pub fn conv_backward(
         gemm(
             gpu,
             s,
+            Product::Conv,
             (Op::T, Op::N),
             (rows, ncols, sh.cout),
             1.0,
@@ -735,6 +765,7 @@ pub fn linear_forward(
     gemm(
         gpu,
         s,
+        Product::Linear,
         (Op::N, Op::N),
         (outp, n, inp),
         1.0,
@@ -764,6 +795,7 @@ pub fn linear_backward(
     gemm(
         gpu,
         s,
+        Product::Linear,
         (Op::N, Op::T),
         (outp, inp, n),
         1.0,
@@ -778,6 +810,7 @@ pub fn linear_backward(
         gemm(
             gpu,
             s,
+            Product::Linear,
             (Op::T, Op::N),
             (inp, n, outp),
             1.0,
