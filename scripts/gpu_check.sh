@@ -3,7 +3,7 @@
 # .cache/gpu-bundle/bundle.tar.gz, made on the build machine by scripts/gpu_bundle.sh (the
 # binary built with --features cuda, its OpenBLAS, and MNIST):
 #
-#   bash scripts/gpu_check.sh            # about 2-4 minutes
+#   bash scripts/gpu_check.sh            # about 3-5 minutes
 #
 # 1. `lsoftmax gpu-check`: every kernel's forward and backward against the CPU layers on random
 #    inputs (fp32, normalised error <= 1e-4), 3 training steps of `tiny` and `paper`, each started
