@@ -28,18 +28,26 @@ source scripts/gpu_bundle_env.sh
 X="$(mktemp -d)"
 status=0
 summary=()
-step() { # name, command...
-    local name="$1"; shift
+# run KIND NAME COMMAND...: KIND check counts towards the result (PASS/FAIL), info is only
+# reported (INFO, with the exit status when it failed).
+run() {
+    local kind="$1" name="$2"; shift 2
     echo
-    echo "=== $name"
-    local t0=$SECONDS
-    if "$@"; then
-        summary+=("PASS  $name ($((SECONDS - t0)) s)")
+    echo "=== $([ "$kind" = info ] && echo "(information) ")$name"
+    local t0=$SECONDS rc=0
+    "$@" || rc=$?
+    local took="($((SECONDS - t0)) s)"
+    if [ "$kind" = info ]; then
+        summary+=("INFO  $name$([ $rc = 0 ] || echo ": failed, exit $rc") $took")
+    elif [ $rc = 0 ]; then
+        summary+=("PASS  $name $took")
     else
-        summary+=("FAIL  $name ($((SECONDS - t0)) s)")
+        summary+=("FAIL  $name $took")
         status=1
     fi
 }
+step() { run check "$@"; }
+info() { run info "$@"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
 step "gpu-check (kernels vs CPU, 3-step parity, GPU speed)" \
@@ -69,18 +77,6 @@ else
     summary+=("SKIP  PyTorch eager on the GPU (no torch with CUDA)")
 fi
 
-# Information only: a failure is reported, not counted.
-info() { # name, command...
-    local name="$1"; shift
-    echo
-    echo "=== (information) $name"
-    local t0=$SECONDS
-    if "$@"; then
-        summary+=("INFO  $name ($((SECONDS - t0)) s)")
-    else
-        summary+=("INFO  $name: failed, exit $? ($((SECONDS - t0)) s)")
-    fi
-}
 info "TF32 products: kernel checks, speed of paper's products and steps" \
     env LSOFTMAX_GPU_GEMM=tf32 timeout 180 "$BIN" gpu-check --quick --bench-steps 50 --gemm-bench-batch 256 --data "$DATA"
 # The run behind the TF32 accuracy comparison (GPU_CHECK_INFO_TRAIN: a smaller one for tests).

@@ -7,6 +7,14 @@
 //           dx = col2im(dcols),  dbias = row sums of dy (row_sum).
 #include "common.cuh"
 
+// Splits an index q of an [N, H, W] map into (n, y, x), in 32 bits.
+__device__ __forceinline__ void split_nyx(unsigned q, int H, int W, unsigned* n, int* y, int* x) {
+    unsigned t = q / W;
+    *x = (int)(q - t * W);
+    *n = t / H;
+    *y = (int)(t - *n * H);
+}
+
 // Unfolds x into cols (every element written; padding gives zeros). Grid (x, C*k*k): blockIdx.y
 // is the row (c, ky, kx), the threads run along its N*Ho*Wo columns (32-bit index math: the
 // caller keeps N*Ho*Wo and C*N*H*W under 2^31).
@@ -18,10 +26,9 @@ extern "C" __global__ void im2col(const float* __restrict__ x, int C, int N, int
     const float* xc = x + (long long)c * N * H * W;
     float* out = cols + (long long)r * ncols;
     for (unsigned col = blockIdx.x * blockDim.x + threadIdx.x; col < ncols; col += blockDim.x * gridDim.x) {
-        unsigned t = col / Wo;
-        int ox = (int)(col - t * Wo);
-        unsigned n = t / Ho;
-        int oy = (int)(t - n * Ho);
+        unsigned n;
+        int oy, ox;
+        split_nyx(col, Ho, Wo, &n, &oy, &ox);
         int iy = oy + ky - pad, ix = ox + kx - pad;
         float v = 0.f;
         if (iy >= 0 && iy < H && ix >= 0 && ix < W) v = xc[((long long)n * H + iy) * W + ix];
@@ -40,10 +47,9 @@ extern "C" __global__ void col2im(const float* __restrict__ dcols, int C, int N,
     const unsigned plane = (unsigned)N * H * W;
     float* out = dx + (long long)c * plane;
     for (unsigned q = blockIdx.x * blockDim.x + threadIdx.x; q < plane; q += blockDim.x * gridDim.x) {
-        unsigned t = q / W;
-        int ix = (int)(q - t * W);
-        unsigned n = t / H;
-        int iy = (int)(t - n * H);
+        unsigned n;
+        int iy, ix;
+        split_nyx(q, H, W, &n, &iy, &ix);
         float s = 0.f;
         for (int ky = 0; ky < k; ++ky) {
             int oy = iy + pad - ky;

@@ -112,6 +112,84 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_nn(SGEMM_ARGS) { sgemm_b
 extern "C" __global__ void __launch_bounds__(256) sgemm_nt(SGEMM_ARGS) { sgemm_body<false, true>(SGEMM_PASS); }
 extern "C" __global__ void __launch_bounds__(256) sgemm_tn(SGEMM_ARGS) { sgemm_body<true, false>(SGEMM_PASS); }
 
+// The k range of this block's split (blockIdx.z) and its number of bk-deep stages.
+struct KSplit {
+    int beg, end, stages;
+};
+__device__ __forceinline__ KSplit k_split(int K, int kchunk, int bk) {
+    KSplit s;
+    s.beg = blockIdx.z * kchunk;
+    s.end = min(K, s.beg + kchunk);
+    s.stages = s.end > s.beg ? (s.end - s.beg + bk - 1) / bk : 0;
+    return s;
+}
+
+// One thread's share (of 256) of staging a BM_ x BK_ tile of op(A) and a BK_ x BN_ tile of
+// op(B): EA elements of A, at tile positions (am(l), ak(l)), and EB of B, at (bk(l), bn(l)).
+// fetch() reads the next stage into registers along the stored rows (coalesced; zeros out of
+// range) and advances to the following one; the kernel then stashes ra/rb in its own layout.
+template <int BM_, int BN_, int BK_, bool TA, bool TB>
+struct Stager {
+    static constexpr int EA = BM_ * BK_ / 256, EB = BK_ * BN_ / 256;
+    static constexpr int AM_STEP = TA ? 0 : 256 / BK_, AK_STEP = TA ? 256 / BM_ : 0;
+    static constexpr int BK_STEP = TB ? 0 : 256 / BN_, BN_STEP = TB ? 256 / BK_ : 0;
+    const int M, N, m0, n0, lda, ldb;
+    const KSplit ks;
+    const int a_m, a_k, b_k, b_n;
+    const float* pa;
+    const float* pb;
+    int k0 = 0;  // the next stage's first k, relative to ks.beg
+    float ra[EA], rb[EB];
+
+    __device__ __forceinline__ Stager(int M_, int N_, const float* A, int lda_, const float* B, int ldb_, int m0_,
+                                      int n0_, KSplit ks_)
+        : M(M_), N(N_), m0(m0_), n0(n0_), lda(lda_), ldb(ldb_), ks(ks_),
+          a_m(TA ? threadIdx.x % BM_ : threadIdx.x / BK_), a_k(TA ? threadIdx.x / BM_ : threadIdx.x % BK_),
+          b_k(TB ? threadIdx.x % BK_ : threadIdx.x / BN_), b_n(TB ? threadIdx.x / BK_ : threadIdx.x % BN_),
+          pa(TA ? A + (long long)(ks_.beg + a_k) * lda_ + m0_ + a_m : A + (long long)(m0_ + a_m) * lda_ + ks_.beg + a_k),
+          pb(TB ? B + (long long)(n0_ + b_n) * ldb_ + ks_.beg + b_k : B + (long long)(ks_.beg + b_k) * ldb_ + n0_ + b_n) {}
+
+    __device__ __forceinline__ int am(int l) const { return a_m + AM_STEP * l; }
+    __device__ __forceinline__ int ak(int l) const { return a_k + AK_STEP * l; }
+    __device__ __forceinline__ int bk(int l) const { return b_k + BK_STEP * l; }
+    __device__ __forceinline__ int bn(int l) const { return b_n + BN_STEP * l; }
+
+    __device__ __forceinline__ void fetch() {
+#pragma unroll
+        for (int l = 0; l < EA; ++l) {
+            int gm = m0 + am(l), gk = ks.beg + k0 + ak(l);
+            ra[l] = (gm < M && gk < ks.end) ? pa[TA ? (long long)AK_STEP * l * lda : (long long)AM_STEP * l * lda] : 0.f;
+        }
+#pragma unroll
+        for (int l = 0; l < EB; ++l) {
+            int gn = n0 + bn(l), gk = ks.beg + k0 + bk(l);
+            rb[l] = (gn < N && gk < ks.end) ? pb[TB ? (long long)BN_STEP * l * ldb : (long long)BK_STEP * l * ldb] : 0.f;
+        }
+        k0 += BK_;
+        pa += TA ? (long long)BK_ * lda : BK_;
+        pb += TB ? BK_ : (long long)BK_ * ldb;
+    }
+};
+
+// The double-buffered main loop: stage s is multiplied (compute(buf)) from shared buffer
+// s % 2 while stage s + 1 is fetched into registers, then stashed into the other buffer (last
+// read before the previous barrier, so safe to refill); one barrier per stage. On return every
+// thread has passed the last barrier, so the buffers may be reused.
+template <class Stage, class Stash, class Compute>
+__device__ __forceinline__ void double_buffered(int stages, Stage& st, Stash stash, Compute compute) {
+    st.fetch();
+    stash(0);
+    __syncthreads();
+    for (int t = 0; t < stages; ++t) {
+        const int cur = t & 1;
+        const bool more = t + 1 < stages;
+        if (more) st.fetch();
+        compute(cur);
+        if (more) stash(cur ^ 1);
+        __syncthreads();
+    }
+}
+
 #define WM 64
 #define WN 256
 #define WK 8
@@ -145,42 +223,9 @@ __device__ __forceinline__ void sgemm_wide_body(int M, int N, int K, float alpha
     const int tid = threadIdx.x;
     const int tx = tid % 32, ty = tid / 32;
     const int m0 = blockIdx.y * WM, n0 = blockIdx.x * WN;
-    const int kbeg = blockIdx.z * kchunk;
-    const int kend = min(K, kbeg + kchunk);
-    const int ntiles = kend > kbeg ? (kend - kbeg + WK - 1) / WK : 0;
+    const KSplit ks = k_split(K, kchunk, WK);
     C += (long long)blockIdx.z * split_stride;
-
-    // This thread's share of a stage: 2 elements of the A tile, 8 of the B tile, at fixed tile
-    // positions (ak[l], am[l]) and (bk[l], bn[l]). Global reads run along the stored rows
-    // (coalesced); out-of-range elements are zeros. The pointers advance one stage at a time.
-    float ra[2], rb[8];
-    const int a_k = TA ? tid / WM : tid % WK;       // + 4 l when TA
-    const int a_m = TA ? tid % WM : tid / WK;       // + 32 l when !TA
-    const int b_k = TB ? tid % WK : 0;              // + l when !TB
-    const int b_n = TB ? tid / WK : tid;            // + 32 l when TB
-    const float* pa = TA ? A + (long long)(kbeg + a_k) * lda + m0 + a_m : A + (long long)(m0 + a_m) * lda + kbeg + a_k;
-    const float* pb = TB ? B + (long long)(n0 + b_n) * ldb + kbeg + b_k : B + (long long)(kbeg + b_k) * ldb + n0 + b_n;
-    const long long a_step = TA ? (long long)WK * lda : WK, b_step = TB ? WK : (long long)WK * ldb;
-    auto fetch = [&](int k0) {  // k0: the stage's first k, relative to kbeg
-#pragma unroll
-        for (int l = 0; l < 2; ++l) {
-            int gm = m0 + a_m + (TA ? 0 : 32 * l), gk = kbeg + k0 + a_k + (TA ? 4 * l : 0);
-            ra[l] = (gm < M && gk < kend) ? pa[TA ? 4LL * l * lda : 32LL * l * lda] : 0.f;
-        }
-#pragma unroll
-        for (int l = 0; l < 8; ++l) {
-            int gn = n0 + b_n + (TB ? 32 * l : 0), gk = kbeg + k0 + b_k + (TB ? 0 : l);
-            rb[l] = (gn < N && gk < kend) ? pb[TB ? 32LL * l * ldb : (long long)l * ldb] : 0.f;
-        }
-        pa += a_step;
-        pb += b_step;
-    };
-    auto stash = [&](int buf) {
-#pragma unroll
-        for (int l = 0; l < 2; ++l) As[buf][a_k + (TA ? 4 * l : 0)][a_m + (TA ? 0 : 32 * l)] = ra[l];
-#pragma unroll
-        for (int l = 0; l < 8; ++l) Bs[buf][b_k + (TB ? 0 : l)][b_n + (TB ? 32 * l : 0)] = rb[l];
-    };
+    Stager<WM, WN, WK, TA, TB> st(M, N, A, lda, B, ldb, m0, n0, ks);
 
     float acc[8][8];
 #pragma unroll
@@ -188,13 +233,13 @@ __device__ __forceinline__ void sgemm_wide_body(int M, int N, int K, float alpha
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[i][j] = 0.f;
 
-    fetch(0);
-    stash(0);
-    __syncthreads();
-    for (int t = 0; t < ntiles; ++t) {
-        const int cur = t & 1;
-        const bool more = t + 1 < ntiles;
-        if (more) fetch((t + 1) * WK);
+    auto stash = [&](int buf) {
+#pragma unroll
+        for (int l = 0; l < st.EA; ++l) As[buf][st.ak(l)][st.am(l)] = st.ra[l];
+#pragma unroll
+        for (int l = 0; l < st.EB; ++l) Bs[buf][st.bk(l)][st.bn(l)] = st.rb[l];
+    };
+    auto compute = [&](int cur) {
 #pragma unroll
         for (int kk = 0; kk < WK; ++kk) {
             float a[8], b[8];
@@ -207,10 +252,8 @@ __device__ __forceinline__ void sgemm_wide_body(int M, int N, int K, float alpha
 #pragma unroll
                 for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
         }
-        // The other buffer was last read before the previous barrier: safe to refill.
-        if (more) stash(cur ^ 1);
-        __syncthreads();
-    }
+    };
+    double_buffered(ks.stages, st, stash, compute);
 
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
@@ -253,45 +296,9 @@ __device__ __forceinline__ void sgemm_tf32_body(int M, int N, int K, float alpha
     const int tid = threadIdx.x, warp = tid / 32;
     const int wm = (warp / 4) * 32, wn = (warp % 4) * 32;
     const int m0 = blockIdx.y * TM, n0 = blockIdx.x * TN;
-    const int kbeg = blockIdx.z * kchunk;
-    const int kend = min(K, kbeg + kchunk);
-    const int ntiles = kend > kbeg ? (kend - kbeg + TK - 1) / TK : 0;
+    const KSplit ks = k_split(K, kchunk, TK);
     C += (long long)blockIdx.z * split_stride;
-
-    // This thread's share of a stage: 4 elements of the A tile, 8 of the B tile, read along
-    // the stored rows (coalesced); out-of-range elements are zeros.
-    float ra[4], rb[8];
-    const int a_k = TA ? tid / TM : tid % TK;   // + 4 l when TA
-    const int a_m = TA ? tid % TM : tid / TK;   // + 16 l when !TA
-    const int b_k = TB ? tid % TK : tid / TN;   // + 2 l when !TB
-    const int b_n = TB ? tid / TK : tid % TN;   // + 16 l when TB
-    const float* pa = TA ? A + (long long)(kbeg + a_k) * lda + m0 + a_m : A + (long long)(m0 + a_m) * lda + kbeg + a_k;
-    const float* pb = TB ? B + (long long)(n0 + b_n) * ldb + kbeg + b_k : B + (long long)(kbeg + b_k) * ldb + n0 + b_n;
-    const long long a_step = TA ? (long long)TK * lda : TK, b_step = TB ? TK : (long long)TK * ldb;
-    auto fetch = [&](int k0) {  // k0: the stage's first k, relative to kbeg
-#pragma unroll
-        for (int l = 0; l < 4; ++l) {
-            int gm = m0 + a_m + (TA ? 0 : 16 * l), gk = kbeg + k0 + a_k + (TA ? 4 * l : 0);
-            ra[l] = (gm < M && gk < kend) ? pa[TA ? 4LL * l * lda : 16LL * l * lda] : 0.f;
-        }
-#pragma unroll
-        for (int l = 0; l < 8; ++l) {
-            int gn = n0 + b_n + (TB ? 16 * l : 0), gk = kbeg + k0 + b_k + (TB ? 0 : 2 * l);
-            rb[l] = (gn < N && gk < kend) ? pb[TB ? 16LL * l * ldb : 2LL * l * ldb] : 0.f;
-        }
-        pa += a_step;
-        pb += b_step;
-    };
-    auto stash = [&](int buf) {
-        float* as = As + buf * TM * TA_LD;
-        float* bs = Bs + buf * TK * TB_LD;
-#pragma unroll
-        for (int l = 0; l < 4; ++l)
-            as[(a_m + (TA ? 0 : 16 * l)) * TA_LD + a_k + (TA ? 4 * l : 0)] = wmma::__float_to_tf32(ra[l]);
-#pragma unroll
-        for (int l = 0; l < 8; ++l)
-            bs[(b_k + (TB ? 0 : 2 * l)) * TB_LD + b_n + (TB ? 16 * l : 0)] = wmma::__float_to_tf32(rb[l]);
-    };
+    Stager<TM, TN, TK, TA, TB> st(M, N, A, lda, B, ldb, m0, n0, ks);
 
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][2];
 #pragma unroll
@@ -299,32 +306,33 @@ __device__ __forceinline__ void sgemm_tf32_body(int M, int N, int K, float alpha
 #pragma unroll
         for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
 
-    fetch(0);
-    stash(0);
-    __syncthreads();
-    for (int t = 0; t < ntiles; ++t) {
-        const int cur = t & 1;
-        const bool more = t + 1 < ntiles;
-        if (more) fetch((t + 1) * TK);
+    // Staged as As[m][k] and Bs[k][n], rounded to TF32.
+    auto stash = [&](int buf) {
+        float* as = As + buf * TM * TA_LD;
+        float* bs = Bs + buf * TK * TB_LD;
+#pragma unroll
+        for (int l = 0; l < st.EA; ++l) as[st.am(l) * TA_LD + st.ak(l)] = wmma::__float_to_tf32(st.ra[l]);
+#pragma unroll
+        for (int l = 0; l < st.EB; ++l) bs[st.bk(l) * TB_LD + st.bn(l)] = wmma::__float_to_tf32(st.rb[l]);
+    };
+    auto compute = [&](int cur) {
         const float* as = As + cur * TM * TA_LD;
         const float* bs = Bs + cur * TK * TB_LD;
 #pragma unroll
-        for (int ks = 0; ks < TK; ks += 8) {
+        for (int k8 = 0; k8 < TK; k8 += 8) {
             wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a[2];
             wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b[2];
 #pragma unroll
-            for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], as + (wm + 16 * i) * TA_LD + ks, TA_LD);
+            for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], as + (wm + 16 * i) * TA_LD + k8, TA_LD);
 #pragma unroll
-            for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], bs + ks * TB_LD + wn + 16 * j, TB_LD);
+            for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], bs + k8 * TB_LD + wn + 16 * j, TB_LD);
 #pragma unroll
             for (int i = 0; i < 2; ++i)
 #pragma unroll
                 for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
         }
-        // The other stage was last read before the previous barrier: safe to refill.
-        if (more) stash(cur ^ 1);
-        __syncthreads();
-    }
+    };
+    double_buffered(ks.stages, st, stash, compute);
 
     // Every warp has passed the loop's last barrier: the stages' memory becomes Cs.
 #pragma unroll
