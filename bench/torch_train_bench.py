@@ -104,6 +104,9 @@ def main() -> int:
     ap.add_argument("--random", action="store_true", help="random data instead of MNIST")
     ap.add_argument("--data", default=None, help="folder with the MNIST IDX files")
     ap.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark")
+    ap.add_argument("--no-tf32", action="store_true",
+                    help="fp32 convolutions (torch.backends.cudnn.allow_tf32 = False); PyTorch's default "
+                         "runs cuDNN convolutions in TF32 on Ampere and later")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", default=None,
                     help="save the final state_dict (seed's names) to this .safetensors file")
@@ -121,6 +124,9 @@ def main() -> int:
     torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = args.cudnn_benchmark
+        if args.no_tf32:
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
