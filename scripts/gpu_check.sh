@@ -16,9 +16,9 @@
 #    (scripts/cuda_precise_bn_check.sh);
 # 4. PyTorch eager on the same GPU, `paper` at batch 256 (bench/torch_train_bench.py), for the
 #    speed comparison in the same session: its default (TF32 cuDNN convolutions, the anchor for
-#    LSOFTMAX_GPU_GEMM=tf32) and, for information, fp32 convolutions (the anchor for the fp32
-#    default);
-# 5. for information only (never fails the check): the opt-in TF32 tensor-core products
+#    LSOFTMAX_GPU_GEMM=tf32) and fp32 convolutions (the anchor for the fp32 default); for
+#    information (measurements, not checks: they never fail the check);
+# 5. for information too: the opt-in TF32 tensor-core products
 #    (LSOFTMAX_GPU_GEMM=tf32): their kernel checks, their speed on `paper`'s products and
 #    steps, and `paper` trained 2 epochs with fp32 and with TF32 products, test accuracy and
 #    loss side by side.
@@ -73,7 +73,7 @@ step "train --device cuda --precise-bn (tiny): equals eval --recompute-bn on the
     timeout 180 bash scripts/cuda_precise_bn_check.sh "$BIN"
 
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-    step "PyTorch eager on the GPU: paper, batch 256 (its default: TF32 convolutions)" \
+    info "PyTorch eager on the GPU: paper, batch 256 (its default: TF32 convolutions)" \
         timeout 120 python3 bench/torch_train_bench.py --device cuda 256 --seconds 20 --data "$DATA" --json
     info "PyTorch eager on the GPU: paper, batch 256, fp32 convolutions (--no-tf32)" \
         timeout 120 python3 bench/torch_train_bench.py --device cuda 256 --seconds 15 --data "$DATA" --json --no-tf32
