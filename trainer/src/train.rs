@@ -98,6 +98,10 @@ pub struct EpochStats {
     pub seconds: f64,
     /// Training throughput.
     pub images_per_s: f64,
+    /// What trained the epoch: `CPU`, or the GPU's name and the precision of its products
+    /// (e.g. `NVIDIA H200, fp32`). Absent in logs from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl EpochStats {
@@ -112,6 +116,7 @@ impl EpochStats {
         lr: f32,
         lambda: f64,
         seconds: f64,
+        device: String,
     ) -> Self {
         let n = seen.max(1) as f64;
         EpochStats {
@@ -124,6 +129,7 @@ impl EpochStats {
             lambda,
             seconds,
             images_per_s: seen as f64 / seconds,
+            device: Some(device),
         }
     }
 }
@@ -382,6 +388,7 @@ impl Trainer {
             lr,
             self.lambda.peek(),
             seconds,
+            "CPU".to_string(),
         ))
     }
 }

@@ -72,6 +72,11 @@ fn resume_after_interruption_is_bit_exact() {
         .filter(|l| l.contains("\"type\":\"epoch\""))
         .collect();
     assert_eq!(epochs.len(), 3, "{log}");
+    // Each epoch records what trained it.
+    for e in &epochs {
+        let v: serde_json::Value = serde_json::from_str(e).unwrap();
+        assert_eq!(v["device"], "CPU", "{e}");
+    }
     // ... and one header line, first, describing the run.
     let headers = log
         .lines()

@@ -140,6 +140,21 @@ Seed: the seed implementation's reported MNIST test accuracies (`paper` network,
     assert_eq!(md, expected, "got:\n{md}");
 }
 
+/// Logs that record what trained each epoch get a "trained on" column; a log without those
+/// records shows a dash there.
+#[test]
+fn report_names_what_trained_each_run() {
+    let logs = read_logs(&[fixture("paper-gpu-m1.jsonl"), fixture("paper-m4.jsonl")]).unwrap();
+    let md = report::report_markdown(&logs);
+    let expected = "\
+| run | network | m | epochs trained | final test acc. | best test acc. | seed | paper | schedule | trained on |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |
+| paper-gpu-m1 | paper | 1 | 3 | 98.55 % | 98.55 % | 99.37 % | 99.60 % | shortened schedule (3 epochs) | CPU (1), NVIDIA H200, fp32 (2–3) |
+| paper-m4 | paper | 4 | 3 | 98.60 % | 98.60 % | 99.61 % | 99.69 % | shortened schedule (3 epochs) | – |
+";
+    assert!(md.starts_with(expected), "got:\n{md}");
+}
+
 #[test]
 fn bad_logs_give_clear_errors() {
     let err = |p: PathBuf| format!("{:#}", read_log(&p).unwrap_err());

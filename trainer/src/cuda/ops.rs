@@ -147,6 +147,16 @@ impl GemmPolicy {
         }
     }
 
+    /// The precision of the products, as logs and reports name it: `fp32`, `fp32 (square
+    /// tiles)` or `TF32 convolutions`.
+    pub fn precision(self) -> &'static str {
+        match self {
+            Self::Auto => "fp32",
+            Self::Square => "fp32 (square tiles)",
+            Self::Tf32 => "TF32 convolutions",
+        }
+    }
+
     /// The tile for an `m x n` product of `kind`: TF32 (under [`Tf32`](Self::Tf32)) only for
     /// convolutions, as PyTorch's defaults (TF32 for cuDNN convolutions, fp32 for matmuls).
     pub fn tile(self, kind: Product, m: usize, n: usize) -> GemmTile {

@@ -275,6 +275,7 @@ impl Trainer {
         }
         g.net
             .download(&g.gpu, &mut self.net, &mut self.opt.buffers)?;
+        let device = format!("{}, {}", g.gpu.info.name, g.gpu.gemm_policy.precision());
         Ok(EpochStats::training(
             epoch + 1,
             loss_sum,
@@ -283,6 +284,7 @@ impl Trainer {
             lr,
             self.lambda.peek(),
             seconds,
+            device,
         ))
     }
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::logs::RunLog;
 use crate::arch::ArchSpec;
-use crate::train::{RunHeader, TrainConfig};
+use crate::train::{EpochStats, RunHeader, TrainConfig};
 
 /// The seed implementation's test accuracies (percent) for m = 1, 2, 3, 4 (`paper` network,
 /// its recipe, 100 epochs).
@@ -74,21 +74,56 @@ pub fn schedule_note(h: &RunHeader, epochs_trained: u32) -> String {
     }
 }
 
-/// The markdown report of `logs`, one row per log in the order given.
+/// What trained a run, from its epochs' records: each device in order with its epochs when
+/// there are several (`CPU (1–3), NVIDIA H200, fp32 (4–100)`), "–" for a log without them.
+pub fn trained_on(epochs: &[EpochStats]) -> String {
+    // Runs of equal devices: (device, first epoch, last epoch).
+    let mut spans: Vec<(&str, u32, u32)> = Vec::new();
+    for e in epochs {
+        let d = e.device.as_deref().unwrap_or("–");
+        match spans.last_mut() {
+            Some(last) if last.0 == d => last.2 = e.epoch,
+            _ => spans.push((d, e.epoch, e.epoch)),
+        }
+    }
+    match spans.as_slice() {
+        [] => "–".to_string(),
+        [(d, _, _)] => d.to_string(),
+        _ => spans
+            .iter()
+            .map(|(d, a, b)| {
+                if a == b {
+                    format!("{d} ({a})")
+                } else {
+                    format!("{d} ({a}–{b})")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The markdown report of `logs`, one row per log in the order given. A "trained on" column
+/// (see [`trained_on`]) comes after the schedule when any log records its device.
 pub fn report_markdown(logs: &[RunLog]) -> String {
+    let devices = logs
+        .iter()
+        .any(|l| l.epochs.iter().any(|e| e.device.is_some()));
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| run | network | m | epochs trained | final test acc. | best test acc. | seed | paper | schedule |"
+        "| run | network | m | epochs trained | final test acc. | best test acc. | seed | paper | schedule |{}",
+        if devices { " trained on |" } else { "" }
     );
     let _ = writeln!(
         s,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |{}",
+        if devices { " --- |" } else { "" }
     );
     for log in logs {
         let h = &log.header;
         let last = log.last();
-        let _ = writeln!(
+        let _ = write!(
             s,
             "| {} | {} | {} | {} | {:.2} % | {:.2} % | {} | {} | {} |",
             log.label,
@@ -101,6 +136,10 @@ pub fn report_markdown(logs: &[RunLog]) -> String {
             reference(&PAPER_ACC, h.margin),
             schedule_note(h, last.epoch)
         );
+        if devices {
+            let _ = write!(s, " {} |", trained_on(&log.epochs));
+        }
+        let _ = writeln!(s);
     }
     let _ = writeln!(s);
     let _ = writeln!(
@@ -140,5 +179,34 @@ mod tests {
         assert_eq!(reference(&PAPER_ACC, 4), "99.69 %");
         assert_eq!(reference(&PAPER_ACC, 5), "–");
         assert_eq!(reference(&PAPER_ACC, 0), "–");
+    }
+
+    #[test]
+    fn trained_on_names_each_device_with_its_epochs() {
+        let epoch = |n: u32, d: Option<&str>| EpochStats {
+            device: d.map(String::from),
+            ..EpochStats::training(n, 1.0, 1, 2, 0.1, 0.0, 1.0, String::new())
+        };
+        assert_eq!(trained_on(&[]), "–");
+        assert_eq!(trained_on(&[epoch(1, None), epoch(2, None)]), "–");
+        let gpu = Some("NVIDIA H200, fp32");
+        assert_eq!(
+            trained_on(&[epoch(1, gpu), epoch(2, gpu)]),
+            "NVIDIA H200, fp32"
+        );
+        assert_eq!(
+            trained_on(&[
+                epoch(1, Some("CPU")),
+                epoch(2, Some("CPU")),
+                epoch(3, Some("CPU")),
+                epoch(4, gpu),
+                epoch(5, gpu)
+            ]),
+            "CPU (1–3), NVIDIA H200, fp32 (4–5)"
+        );
+        assert_eq!(
+            trained_on(&[epoch(1, None), epoch(2, Some("CPU"))]),
+            "– (1), CPU (2)"
+        );
     }
 }
