@@ -116,7 +116,6 @@ impl EpochStats {
         lr: f32,
         lambda: f64,
         seconds: f64,
-        device: String,
     ) -> Self {
         let n = seen.max(1) as f64;
         EpochStats {
@@ -129,7 +128,15 @@ impl EpochStats {
             lambda,
             seconds,
             images_per_s: seen as f64 / seconds,
+            device: None,
+        }
+    }
+
+    /// These metrics, recorded as trained on `device`.
+    pub(crate) fn on(self, device: String) -> Self {
+        Self {
             device: Some(device),
+            ..self
         }
     }
 }
@@ -388,8 +395,8 @@ impl Trainer {
             lr,
             self.lambda.peek(),
             seconds,
-            "CPU".to_string(),
-        ))
+        )
+        .on("CPU".to_string()))
     }
 }
 

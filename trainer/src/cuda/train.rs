@@ -284,8 +284,8 @@ impl Trainer {
             lr,
             self.lambda.peek(),
             seconds,
-            device,
-        ))
+        )
+        .on(device))
     }
 
     /// [`evaluate`](crate::train::evaluate) on the GPU (the test split uploaded by

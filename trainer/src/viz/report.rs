@@ -185,7 +185,7 @@ mod tests {
     fn trained_on_names_each_device_with_its_epochs() {
         let epoch = |n: u32, d: Option<&str>| EpochStats {
             device: d.map(String::from),
-            ..EpochStats::training(n, 1.0, 1, 2, 0.1, 0.0, 1.0, String::new())
+            ..EpochStats::training(n, 1.0, 1, 2, 0.1, 0.0, 1.0)
         };
         assert_eq!(trained_on(&[]), "–");
         assert_eq!(trained_on(&[epoch(1, None), epoch(2, None)]), "–");
