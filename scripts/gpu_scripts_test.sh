@@ -12,7 +12,8 @@
 #   2. here: --unpack brings back the runs and the pass record;
 #   3. session 2, carrying them: the check is skipped (same binary), the runs resume and finish
 #      their 2 epochs under square;
-#   4. here: --unpack, then --report prints the table.
+#   4. here: --unpack, then --report prints the table; --publish writes the logs, the table
+#      and the curves (and refuses unfinished runs).
 # Also checks that gpu_session.sh refuses gpu_table.sh's own modes.
 #
 #   bash scripts/gpu_scripts_test.sh      # about a minute; needs data/mnist (scripts/setup.sh)
@@ -83,8 +84,19 @@ for m in 1 2; do [ "$(epochs "$T/here/tiny-m$m")" = 2 ] || fail "tiny-m$m: $(epo
 bash scripts/gpu_table.sh "${TABLE[@]}" --runs "$T/here" --report > "$T/report.log"
 grep -q "^| tiny-m2 | tiny | 2 | 2 |" "$T/report.log" || { cat "$T/report.log"; fail "no tiny-m2 row in the report"; }
 
+echo "== here: publish (refused for unfinished runs unless --partial)"
+rc=0
+bash scripts/gpu_table.sh "${TABLE[@]}" --epochs 3 --runs "$T/here" --publish --results "$T/results" > "$T/publish.log" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "has 2 of 3 epochs" "$T/publish.log" || fail "publish of unfinished runs: exit $rc, $(cat "$T/publish.log")"
+bash scripts/gpu_table.sh "${TABLE[@]}" --runs "$T/here" --publish --results "$T/results" > "$T/publish.log"
+for f in logs/tiny-gpu-m1.jsonl logs/tiny-gpu-m2.jsonl tiny-gpu.md tiny-gpu-curves.png; do
+    [ -s "$T/results/$f" ] || fail "publish did not write $f"
+done
+grep -q "^| tiny-gpu-m2 | tiny | 2 | 2 | .* | CPU |$" "$T/results/tiny-gpu.md" ||
+    { cat "$T/results/tiny-gpu.md"; fail "the published table lacks the tiny-gpu-m2 row trained on the CPU"; }
+
 echo "== gpu_session.sh refuses gpu_table.sh's own modes"
-for bad in --report --unpack --minutes; do
+for bad in --report --unpack --publish --minutes; do
     rc=0
     GPU_BIN="$T/fake" bash scripts/gpu_session.sh 3 "$bad" x > "$T/bad.log" 2>&1 || rc=$?
     [ "$rc" = 2 ] || fail "gpu_session.sh $bad: exit $rc, want 2"

@@ -9,7 +9,12 @@
 #   there: bash scripts/gpu_table.sh --minutes 8        # carry .cache/gpu-bundle and .cache/gpu-runs
 #   here:  bash scripts/gpu_table.sh --unpack DIR       # DIR: the call's files (paper-mM.tar)
 #          bash scripts/gpu_table.sh --report           # progress and the markdown table
+#          bash scripts/gpu_table.sh --publish          # when all runs are done: logs, table and
+#                                                       # curves into docs/results (commit them)
 #
+# --publish writes DIR/logs/P-gpu-mM.jsonl, DIR/P-gpu.md (`lsoftmax report`) and
+# DIR/P-gpu-curves.png (`lsoftmax plot`), DIR being --results (default docs/results); it refuses
+# runs short of --epochs unless --partial is given.
 # Options (run mode): --minutes N (wall-clock budget, default 8: a device command may run 10),
 # --margins 1,2,3,4, --epochs N (default 100), --preset P (default paper; run folders and files
 # are named P-mM), --jobs N (runs at once, default: all), --runs DIR (default .cache/gpu-runs);
@@ -30,6 +35,8 @@ PRESET=paper
 JOBS=0
 RUNS=.cache/gpu-runs
 FROM=
+RESULTS=docs/results
+PARTIAL=0
 EXTRA=()
 die() { echo "error: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -42,6 +49,9 @@ while [ $# -gt 0 ]; do
         --runs) RUNS="${2:?--runs needs a value}"; shift 2 ;;
         --unpack) MODE=unpack; FROM="${2:?--unpack needs the folder holding the P-mM.tar files}"; shift 2 ;;
         --report) MODE=report; shift ;;
+        --publish) MODE=publish; shift ;;
+        --results) RESULTS="${2:?--results needs a folder}"; shift 2 ;;
+        --partial) PARTIAL=1; shift ;;
         --) shift; EXTRA=("$@"); break ;;
         *) die "unknown argument '$1' (see the comment at the top of $0)" ;;
     esac
@@ -81,6 +91,15 @@ else:
 PY
 }
 
+# The lsoftmax of this checkout (built when missing).
+lsoftmax() {
+    if [ -x target/release/lsoftmax ]; then
+        target/release/lsoftmax "$@"
+    else
+        cargo run -q --release -p lsoftmax-trainer --bin lsoftmax -- "$@"
+    fi
+}
+
 case "$MODE" in
 unpack)
     [ -d "$FROM" ] || die "$FROM is not a folder"
@@ -118,11 +137,23 @@ report)
         [ -f "$d/log.jsonl" ] && logs+=("$d/log.jsonl")
     done
     [ ${#logs[@]} -gt 0 ] || die "no runs in $RUNS yet"
-    if [ -x target/release/lsoftmax ]; then
-        target/release/lsoftmax report --logs "${logs[@]}"
-    else
-        cargo run -q --release -p lsoftmax-trainer --bin lsoftmax -- report --logs "${logs[@]}"
-    fi
+    lsoftmax report --logs "${logs[@]}"
+    ;;
+publish)
+    mkdir -p "$RESULTS/logs"
+    logs=()
+    for m in "${MS[@]}"; do
+        d="$RUNS/$PRESET-m$m"
+        [ -f "$d/log.jsonl" ] || die "$PRESET-m$m has no log in $RUNS"
+        done_="$(epochs_done "$d")"
+        [ "$done_" -ge "$EPOCHS" ] || [ "$PARTIAL" = 1 ] ||
+            die "$PRESET-m$m has $done_ of $EPOCHS epochs (--partial publishes it anyway)"
+        cp "$d/log.jsonl" "$RESULTS/logs/$PRESET-gpu-m$m.jsonl"
+        logs+=("$RESULTS/logs/$PRESET-gpu-m$m.jsonl")
+    done
+    lsoftmax report --logs "${logs[@]}" --out "$RESULTS/$PRESET-gpu.md"
+    lsoftmax plot --logs "${logs[@]}" --out "$RESULTS/$PRESET-gpu-curves.png"
+    echo "wrote ${logs[*]}, $RESULTS/$PRESET-gpu.md, $RESULTS/$PRESET-gpu-curves.png"
     ;;
 run)
     # BIN (the bundled binary) and DATA (the bundled MNIST); see gpu_bundle_env.sh.
