@@ -34,5 +34,16 @@ bash scripts/cuda_emu.sh >/dev/null
 LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" target/cuda/release/lsoftmax gpu-check --quick --gemm-bench-batch 1
 echo "== CUDA: train --device cuda --precise-bn through the emulated libcuda (statistics recomputed on the CPU copy, copied back)"
 LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" bash scripts/cuda_precise_bn_check.sh target/cuda/release/lsoftmax
+echo "== CUDA: a driver that refuses the optional TF32 module: fp32 training goes on, LSOFTMAX_GPU_GEMM=tf32 says why"
+refuse_dir="$(mktemp -d)"
+FAKE_CUDA_REFUSE_PTX=sgemm_tf32 LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" target/cuda/release/lsoftmax train --device cuda \
+    --preset tiny --epochs 1 --train-limit 64 --test-limit 64 --quiet --out "$refuse_dir/fp32" > "$refuse_dir/fp32.log" 2>&1
+grep -q "warning: loading the PTX of gemm_tf32.cu failed" "$refuse_dir/fp32.log"
+if FAKE_CUDA_REFUSE_PTX=sgemm_tf32 LSOFTMAX_GPU_GEMM=tf32 LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" target/cuda/release/lsoftmax train \
+    --device cuda --preset tiny --epochs 1 --train-limit 64 --test-limit 64 --quiet --out "$refuse_dir/tf32" > "$refuse_dir/tf32.log" 2>&1; then
+    echo "LSOFTMAX_GPU_GEMM=tf32 trained without its kernels"; exit 1
+fi
+grep -q "the TF32 kernels are unavailable" "$refuse_dir/tf32.log"
+rm -rf "$refuse_dir"
 echo "== the device-session scripts (gpu_session.sh, gpu_check.sh, gpu_table.sh) with a stand-in for the CUDA binary"
 bash scripts/gpu_scripts_test.sh

@@ -24,6 +24,7 @@ thread_local ucontext_t* emu_sched = nullptr;
 #include "../cuda/conv.cu"
 #include "../cuda/gather.cu"
 #include "../cuda/gemm.cu"
+#include "../cuda/gemm_tf32.cu"
 #include "../cuda/layout.cu"
 #include "../cuda/loss.cu"
 #include "../cuda/lsoftmax.cu"
@@ -113,8 +114,16 @@ CUresult cuCtxSynchronize() { return 0; }
 CUresult cuStreamCreateWithPriority(void** s, unsigned, int) { *s = (void*)0x2; return 0; }
 CUresult cuStreamDestroy_v2(void*) { return 0; }
 CUresult cuStreamSynchronize(void*) { return 0; }
-CUresult cuModuleLoadData(void** m, const void*) { *m = (void*)0x3; return 0; }
-CUresult cuModuleLoadDataEx(void** m, const void*, unsigned, int*, void**) { *m = (void*)0x3; return 0; }
+// FAKE_CUDA_REFUSE_PTX=TEXT: refuse (CUDA_ERROR_INVALID_PTX) every module whose PTX contains
+// TEXT, as a driver that cannot JIT it would (tests of the optional modules).
+static CUresult load_module(void** m, const void* image) {
+    const char* refuse = std::getenv("FAKE_CUDA_REFUSE_PTX");
+    if (refuse && *refuse && std::strstr(static_cast<const char*>(image), refuse)) return 218;
+    *m = (void*)0x3;
+    return 0;
+}
+CUresult cuModuleLoadData(void** m, const void* image) { return load_module(m, image); }
+CUresult cuModuleLoadDataEx(void** m, const void* image, unsigned, int*, void**) { return load_module(m, image); }
 CUresult cuModuleUnload(void*) { return 0; }
 CUresult cuModuleGetFunction(void** f, void*, const char* name) {
     for (auto& k : table())

@@ -58,14 +58,21 @@ pub struct PtxModule {
     pub ptx: &'static str,
     /// Names of the `extern "C" __global__` kernels it defines.
     pub kernels: &'static [&'static str],
+    /// Whether training can go on without it (the opt-in TF32 products): a driver that
+    /// refuses it leaves its kernels unavailable instead of failing the GPU's start.
+    pub optional: bool,
 }
 
 macro_rules! module {
     ($name:literal, [$($k:literal),* $(,)?]) => {
+        module!($name, [$($k),*], false)
+    };
+    ($name:literal, [$($k:literal),* $(,)?], $optional:literal) => {
         PtxModule {
             name: $name,
             ptx: include_str!(concat!("../ptx/", $name, ".ptx")),
             kernels: &[$($k),*],
+            optional: $optional,
         }
     };
 }
@@ -81,11 +88,13 @@ pub const MODULES: &[PtxModule] = &[
             "sgemm_wide_nn",
             "sgemm_wide_nt",
             "sgemm_wide_tn",
-            "sgemm_tf32_nn",
-            "sgemm_tf32_nt",
-            "sgemm_tf32_tn",
             "gemm_splitk_reduce",
         ]
+    ),
+    module!(
+        "gemm_tf32",
+        ["sgemm_tf32_nn", "sgemm_tf32_nt", "sgemm_tf32_tn"],
+        true
     ),
     module!("conv", ["im2col", "col2im"]),
     module!(
@@ -229,7 +238,7 @@ mod tests {
         let read = |name: &str| {
             std::fs::read_to_string(format!("{DIR}/cuda/{name}")).expect("kernel source")
         };
-        let (common, gemm) = (read("common.cuh"), read("gemm.cu"));
+        let (common, gemm, tf32) = (read("common.cuh"), read("gemm.cu"), read("gemm_tf32.cu"));
         for (src, define, value) in [
             (&common, "RED_THREADS", RED_THREADS),
             (&common, "CHAN_PART", CHAN_PART),
@@ -239,9 +248,9 @@ mod tests {
             (&gemm, "WM", GEMM_WIDE_TILE_M),
             (&gemm, "WN", GEMM_WIDE_TILE_N),
             (&gemm, "WK", GEMM_WIDE_TILE_K),
-            (&gemm, "TM", GEMM_TF32_TILE_M),
-            (&gemm, "TN", GEMM_TF32_TILE_N),
-            (&gemm, "TK", GEMM_TF32_TILE_K),
+            (&tf32, "TM", GEMM_TF32_TILE_M),
+            (&tf32, "TN", GEMM_TF32_TILE_N),
+            (&tf32, "TK", GEMM_TF32_TILE_K),
         ] {
             let line = format!("#define {define} {value}\n");
             assert!(src.contains(&line), "the sources lack `{}`", line.trim());

@@ -89,6 +89,8 @@ pub type Grid = (u32, u32, u32);
 /// The device context with the trainer's kernels loaded.
 pub struct Gpu {
     functions: HashMap<&'static str, cu::CUfunction>,
+    /// Kernels of optional modules the driver refused, with the reason.
+    unavailable: HashMap<&'static str, String>,
     stream: Stream,
     _modules: Vec<Module>,
     _context: Context,
@@ -138,16 +140,26 @@ impl Gpu {
         let stream = Stream::new(StreamFlags::DEFAULT, None).context("creating a stream")?;
         let mut modules = Vec::new();
         let mut functions = HashMap::new();
+        let mut unavailable = HashMap::new();
         for m in kernels::MODULES {
-            let module = Module::from_ptx(m.ptx, &[]).map_err(|e| {
-                anyhow!(
+            let module = match Module::from_ptx(m.ptx, &[]) {
+                Ok(module) => module,
+                Err(e) if m.optional => {
+                    let why = format!("loading the PTX of {}.cu failed ({e})", m.name);
+                    eprintln!("warning: {why}; its kernels are unavailable");
+                    for &k in m.kernels {
+                        unavailable.insert(k, why.clone());
+                    }
+                    continue;
+                }
+                Err(e) => bail!(
                     "loading the PTX of {}.cu failed ({e}); the kernels are PTX ISA 9.0, which \
                      needs a driver for CUDA 13.0 or later (this one supports {}.{})",
                     m.name,
                     info.driver.0,
                     info.driver.1
-                )
-            })?;
+                ),
+            };
             for &k in m.kernels {
                 let f = module
                     .get_function(k)
@@ -156,8 +168,14 @@ impl Gpu {
             }
             modules.push(module);
         }
+        if gemm_policy == super::ops::GemmPolicy::Tf32 {
+            if let Some(why) = unavailable.get("sgemm_tf32_nn") {
+                bail!("LSOFTMAX_GPU_GEMM=tf32, but the TF32 kernels are unavailable: {why}");
+            }
+        }
         Ok(Self {
             functions,
+            unavailable,
             stream,
             _modules: modules,
             _context: context,
@@ -171,7 +189,10 @@ impl Gpu {
         let f = *self
             .functions
             .get(kernel)
-            .ok_or_else(|| anyhow!("unknown kernel {kernel}"))?;
+            .ok_or_else(|| match self.unavailable.get(kernel) {
+                Some(why) => anyhow!("kernel {kernel} is unavailable: {why}"),
+                None => anyhow!("unknown kernel {kernel}"),
+            })?;
         // Each argument in its own 8-byte slot; the driver reads as many bytes as the kernel's
         // parameter has, from the slot's start (little-endian).
         let mut slots: Vec<u64> = args
