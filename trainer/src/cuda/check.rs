@@ -331,7 +331,7 @@ fn check_conv(gpu: &Gpu, rep: &mut Report) -> Result<()> {
             k,
             pad,
         };
-        let (dx_, dw, db, dgw, dgb) = (
+        let (mut dx_, dw, db, dgw, dgb) = (
             up(gpu, &x.data)?,
             up(gpu, &conv.weight)?,
             up(gpu, &conv.bias)?,
@@ -339,12 +339,27 @@ fn check_conv(gpu: &Gpu, rep: &mut Report) -> Result<()> {
             zeros(cout)?,
         );
         let out = zeros(y.data.len())?;
-        ops::conv_forward(gpu, &mut s, &sh, dx_.ptr(), dw.ptr(), db.ptr(), out.ptr())?;
+        let mut cols = ops::Columns::default();
+        ops::conv_forward(
+            gpu,
+            &mut s,
+            &mut cols,
+            &sh,
+            dx_.ptr(),
+            dw.ptr(),
+            db.ptr(),
+            out.ptr(),
+        )?;
         let ddy = up(gpu, &dy.data)?;
         let gdx = zeros(x.data.len())?;
+        // The backward pass must use the columns the forward pass kept: with the input
+        // overwritten (same address) it still gives the CPU's gradients. Then, with the input
+        // restored and the columns unfolded again, the very same ones.
+        dx_.upload(gpu, 0, &vec![0f32; x.data.len()])?;
         ops::conv_backward(
             gpu,
             &mut s,
+            &mut cols,
             &sh,
             dx_.ptr(),
             dw.ptr(),
@@ -353,7 +368,31 @@ fn check_conv(gpu: &Gpu, rep: &mut Report) -> Result<()> {
             dgb.ptr(),
             Some(gdx.ptr()),
         )?;
+        dx_.upload(gpu, 0, &x.data)?;
+        let (dgw2, dgb2, gdx2) = (
+            zeros(conv.weight.len())?,
+            zeros(cout)?,
+            zeros(x.data.len())?,
+        );
+        ops::conv_backward(
+            gpu,
+            &mut s,
+            &mut ops::Columns::default(),
+            &sh,
+            dx_.ptr(),
+            dw.ptr(),
+            ddy.ptr(),
+            dgw2.ptr(),
+            dgb2.ptr(),
+            Some(gdx2.ptr()),
+        )?;
         let tag = format!("conv {cin}->{cout} k{k} p{pad} n{n} {h}x{h}");
+        rep.add(
+            format!("{tag} dW and dx, kept columns = unfolded again"),
+            &[down(gpu, &dgw2)?, down(gpu, &gdx2)?].concat(),
+            &[down(gpu, &dgw)?, down(gpu, &gdx)?].concat(),
+            0.0,
+        );
         rep.add(
             format!("{tag} forward"),
             &down(gpu, &out)?,

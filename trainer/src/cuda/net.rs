@@ -7,7 +7,7 @@
 use anyhow::{bail, ensure, Result};
 
 use super::device::{Arg, DevBuf, Gpu};
-use super::ops::{self, BnTensors, ConvShape, HeadBuffers, HeadShape, Scratch};
+use super::ops::{self, BnTensors, Columns, ConvShape, HeadBuffers, HeadShape, Scratch};
 use crate::arch::{ArchSpec, Shape};
 use crate::layers::Layer;
 use crate::network::Network;
@@ -78,6 +78,8 @@ pub struct GpuNetwork {
     /// Head and loss buffers.
     pub head_buf: HeadBuffers,
     scratch: Scratch,
+    /// Each layer's im2col columns (used by convolution layers only).
+    cols: Vec<Columns>,
 }
 
 fn bn_of(l: &GLayer, params: &DevBuf<f32>) -> BnTensors {
@@ -193,6 +195,7 @@ impl GpuNetwork {
             input: DevBuf::zeros(ci * hi * wi * cap)?,
             labels: DevBuf::zeros(cap)?,
             scratch: Scratch::default(),
+            cols: (0..net.layers.len()).map(|_| Columns::default()).collect(),
         };
         g.upload(gpu, net, momentum)?;
         Ok(g)
@@ -367,7 +370,16 @@ impl GpuNetwork {
                         pad: *pad,
                     };
                     let (wp, bp) = (self.pptr(*weight), self.pptr(*bias));
-                    ops::conv_forward(gpu, &mut self.scratch, &sh, x, wp, bp, y)?;
+                    ops::conv_forward(
+                        gpu,
+                        &mut self.scratch,
+                        &mut self.cols[i],
+                        &sh,
+                        x,
+                        wp,
+                        bp,
+                        y,
+                    )?;
                 }
                 GLayer::PRelu { count, slopes } => {
                     ops::prelu_forward(gpu, x, c, row, self.pptr(*slopes), *count, y)?;
@@ -461,7 +473,8 @@ impl GpuNetwork {
                         pad: *pad,
                     };
                     let (wp, dw, db) = (self.pptr(*weight), self.gptr(*weight), self.gptr(*bias));
-                    ops::conv_backward(gpu, &mut self.scratch, &sh, x, wp, dy, dw, db, dx)?;
+                    let cols = &mut self.cols[i];
+                    ops::conv_backward(gpu, &mut self.scratch, cols, &sh, x, wp, dy, dw, db, dx)?;
                 }
                 GLayer::PRelu { count, slopes } => {
                     let (sp, ds) = (self.pptr(*slopes), self.gptr(*slopes));

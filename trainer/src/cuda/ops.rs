@@ -20,8 +20,6 @@ const THREADS: u32 = 256;
 /// Reusable scratch memory of the layer operations (grown on demand).
 #[derive(Default)]
 pub struct Scratch {
-    /// im2col columns (and their gradient) of a convolution.
-    pub cols: Option<DevBuf<f32>>,
     /// Split-K partial products.
     pub partials: Option<DevBuf<f32>>,
     /// Partial sums of the per-channel reductions (bias, PReLU slope and BatchNorm sums).
@@ -343,13 +341,29 @@ fn check_index_range(what: &str, values: usize) -> Result<()> {
     Ok(())
 }
 
-fn im2col(gpu: &Gpu, s: &mut Scratch, sh: &ConvShape, x: u64) -> Result<u64> {
+/// A convolution's unfolded input (im2col), as its last forward pass left it: the backward
+/// pass's weight gradient reads it instead of unfolding the input again, then the input
+/// gradient's columns overwrite it. One per convolution layer (`rows x N*Ho*Wo` floats).
+#[derive(Default)]
+pub struct Columns {
+    buf: Option<DevBuf<f32>>,
+    /// The input (device pointer) and batch the columns hold, while they are valid.
+    holds: Option<(u64, usize)>,
+}
+
+/// Unfolds `x` into `cols` (unless they already hold it) and returns their device pointer.
+fn im2col(gpu: &Gpu, cols: &mut Columns, sh: &ConvShape, x: u64) -> Result<u64> {
     let (ho, wo) = sh.out_hw();
     check_index_range("convolution columns", sh.ncols())?;
     check_index_range("convolution input", sh.cin * sh.n * sh.h * sh.w)?;
     let total = sh.rows() * sh.ncols();
-    ensure(&mut s.cols, total)?;
-    let cols = s.cols.as_ref().expect("ensured").ptr();
+    ensure(&mut cols.buf, total)?;
+    let ptr = cols.buf.as_ref().expect("ensured").ptr();
+    if cols.holds == Some((x, sh.n)) {
+        return Ok(ptr);
+    }
+    cols.holds = Some((x, sh.n));
+    let cols = ptr;
     gpu.launch(
         "im2col",
         row_grid(sh.rows(), sh.ncols()),
@@ -370,17 +384,21 @@ fn im2col(gpu: &Gpu, s: &mut Scratch, sh: &ConvShape, x: u64) -> Result<u64> {
     Ok(cols)
 }
 
-/// `out = conv(x) + bias`.
+/// `out = conv(x) + bias`; `cols` keeps the unfolded input for [`conv_backward`].
+#[allow(clippy::too_many_arguments)]
 pub fn conv_forward(
     gpu: &Gpu,
     s: &mut Scratch,
+    cols: &mut Columns,
     sh: &ConvShape,
     x: u64,
     weight: u64,
     bias: u64,
     out: u64,
 ) -> Result<()> {
-    let cols = im2col(gpu, s, sh, x)?;
+    // Always unfold: the same buffer may hold an earlier batch at the same address.
+    cols.holds = None;
+    let cols = im2col(gpu, cols, sh, x)?;
     let (rows, ncols) = (sh.rows(), sh.ncols());
     gemm(
         gpu,
@@ -397,11 +415,14 @@ pub fn conv_forward(
     )
 }
 
-/// Sets `dweight`, `dbias` and (when given) `dx` from the forward input `x` and `dy`.
+/// Sets `dweight`, `dbias` and (when given) `dx` from the forward input `x` and `dy`. The
+/// columns `cols` kept by [`conv_forward`] of `x` are used as they are (else `x` is unfolded
+/// again); with `dx` they are then overwritten.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward(
     gpu: &Gpu,
     s: &mut Scratch,
+    cols_of: &mut Columns,
     sh: &ConvShape,
     x: u64,
     weight: u64,
@@ -410,7 +431,7 @@ pub fn conv_backward(
     dbias: u64,
     dx: Option<u64>,
 ) -> Result<()> {
-    let cols = im2col(gpu, s, sh, x)?;
+    let cols = im2col(gpu, cols_of, sh, x)?;
     let (rows, ncols) = (sh.rows(), sh.ncols());
     gemm(
         gpu,
@@ -428,6 +449,7 @@ pub fn conv_backward(
     row_sum(gpu, s, dy, sh.cout, ncols, dbias)?;
     if let Some(dx) = dx {
         // dcols = W^T dy, into the same column buffer (the stream orders it after dW).
+        cols_of.holds = None;
         gemm(
             gpu,
             s,
