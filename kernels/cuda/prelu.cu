@@ -16,20 +16,23 @@ extern "C" __global__ void prelu_forward(const float* __restrict__ x, long long 
     }
 }
 
-// partial[c * parts + p] = sum over part p of channel c of x * dy where x <= 0 (f64). Grid
-// (parts, C), see CHAN_PART.
+// partial[c * parts + p] = sum over part p of channel c of x * dy where x <= 0 (f64), and, when
+// dx is not null, dx = dy where x > 0, slope * dy elsewhere, in the same pass. Grid (parts, C),
+// see CHAN_PART.
 extern "C" __global__ void __launch_bounds__(RED_THREADS) prelu_backward_partial(
-    const float* __restrict__ x, const float* __restrict__ dy, long long row, double* __restrict__ partial) {
+    const float* __restrict__ x, const float* __restrict__ dy, long long row, const float* __restrict__ slopes,
+    int count, double* __restrict__ partial, float* __restrict__ dx) {
     __shared__ double sh[RED_THREADS];
     const int c = blockIdx.y;
-    const float* xr = x + (long long)c * row;
-    const float* gr = dy + (long long)c * row;
+    const long long off = (long long)c * row;
+    const float a = slope_of(slopes, count, c);
     long long b, e;
     part_range(row, &b, &e);
     double s = 0.0;
     for (long long i = b + threadIdx.x; i < e; i += RED_THREADS) {
-        float v = xr[i];
-        if (v <= 0.f) s += (double)(v * gr[i]);
+        float v = x[off + i], g = dy[off + i];
+        if (v <= 0.f) s += (double)(v * g);
+        if (dx) dx[off + i] = v > 0.f ? g : a * g;
     }
     s = block_sum(s, sh);
     if (threadIdx.x == 0) partial[(long long)c * gridDim.x + blockIdx.x] = s;
@@ -46,16 +49,5 @@ extern "C" __global__ void prelu_backward_finish(const double* __restrict__ part
         dslopes[0] = (float)s;
     } else {
         for (int c = 0; c < C; ++c) dslopes[c] = (float)sum_parts(partial, c, parts);
-    }
-}
-
-// Grid (x, C), see ROW_LOOP.
-extern "C" __global__ void prelu_backward_dx(const float* __restrict__ x, const float* __restrict__ dy, long long row,
-                                             const float* __restrict__ slopes, int count, float* __restrict__ dx) {
-    const long long off = (long long)blockIdx.y * row;
-    const float a = slope_of(slopes, count, blockIdx.y);
-    ROW_LOOP(i, row) {
-        float g = dy[off + i];
-        dx[off + i] = x[off + i] > 0.f ? g : a * g;
     }
 }

@@ -62,7 +62,6 @@ std::vector<Kernel>& table() {
         K(bn_stats_finish, false), K(bn_stats_eval, false), K(bn_apply, false),
         K(bn_backward_partial, true), K(bn_backward_finish, false), K(bn_backward_dx, false),
         K(prelu_forward, false), K(prelu_backward_partial, true), K(prelu_backward_finish, false),
-        K(prelu_backward_dx, false),
         K(maxpool_forward, false), K(maxpool_backward, false),
         K(lsoftmax_forward, true), K(lsoftmax_backward_coef, false), K(lsoftmax_backward_dw, false),
         K(lsoftmax_backward_dx, false),

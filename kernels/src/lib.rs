@@ -125,7 +125,6 @@ pub const MODULES: &[PtxModule] = &[
             "prelu_forward",
             "prelu_backward_partial",
             "prelu_backward_finish",
-            "prelu_backward_dx",
         ]
     ),
     module!("maxpool", ["maxpool_forward", "maxpool_backward"]),

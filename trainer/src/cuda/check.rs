@@ -153,6 +153,15 @@ fn gemm_tol(tile: GemmTile) -> f64 {
     }
 }
 
+/// Tolerance of the training-step comparisons under `policy`: TF32 products carry their
+/// operands' rounding into the gradients.
+fn step_tol(policy: GemmPolicy) -> f64 {
+    match policy {
+        GemmPolicy::Tf32 => TF32_TOL,
+        GemmPolicy::Auto | GemmPolicy::Square => STEP_TOL,
+    }
+}
+
 /// Tolerance of the convolutions' outputs under `policy` (TF32 products under
 /// [`GemmPolicy::Tf32`]).
 fn conv_tol(policy: GemmPolicy) -> f64 {
@@ -866,6 +875,7 @@ fn check_steps(
     let g = gpu_t.gpu.as_mut().expect("attached");
     g.set_order(&order)?;
     g.reserve_slots(steps)?;
+    let tol = step_tol(g.gpu.gemm_policy);
     let mut cpu_secs = 0.0;
     for s in 0..steps {
         let lambda = gpu_t.lambda.step();
@@ -884,7 +894,7 @@ fn check_steps(
             format!("{preset} b{batch} step {} loss (cpu {cpu_loss:.6})", s + 1),
             &[loss as f32],
             &[cpu_loss as f32],
-            STEP_TOL,
+            tol,
         );
     }
     let g = gpu_t.gpu.as_mut().expect("attached");
@@ -924,7 +934,7 @@ fn check_steps(
         let row = Row {
             name: format!("{preset} b{batch} step {steps} from the CPU's state: {what} {name}"),
             err,
-            tol: STEP_TOL,
+            tol,
         };
         println!(
             "{:<58} {:>10.3e} {:>8.0e}  {}",

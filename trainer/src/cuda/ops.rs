@@ -528,7 +528,7 @@ pub fn prelu_forward(
     )
 }
 
-/// PReLU backward: `dslopes` and (when given) `dx`.
+/// PReLU backward: `dslopes` and (when given) `dx`, in one pass over `x` and `dy`.
 #[allow(clippy::too_many_arguments)]
 pub fn prelu_backward(
     gpu: &Gpu,
@@ -548,23 +548,22 @@ pub fn prelu_backward(
         "prelu_backward_partial",
         parts_grid(c, row),
         RED_THREADS,
-        &[p(x), p(dy), i64_(row), p(part)],
+        &[
+            p(x),
+            p(dy),
+            i64_(row),
+            p(slopes),
+            i32_(count),
+            p(part),
+            p(dx.unwrap_or(0)),
+        ],
     )?;
     gpu.launch(
         "prelu_backward_finish",
         (1, 1, 1),
         1,
         &[p(part), i32_(c), i32_(parts), i32_(count), p(dslopes)],
-    )?;
-    if let Some(dx) = dx {
-        gpu.launch(
-            "prelu_backward_dx",
-            row_grid(c, row),
-            THREADS,
-            &[p(x), p(dy), i64_(row), p(slopes), i32_(count), p(dx)],
-        )?;
-    }
-    Ok(())
+    )
 }
 
 /// Device pointers of one BatchNorm layer's tensors (`c` values each).
