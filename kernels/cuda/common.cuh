@@ -51,3 +51,12 @@ __device__ __forceinline__ double sum_parts(const double* partial, int c, int pa
     for (int p = 0; p < parts; ++p) s += partial[(long long)c * parts + p];
     return s;
 }
+
+// Splits an index q of an [N, H, W] map into (n, y, x), in 32 bits (the caller keeps N*H*W
+// under 2^31).
+__device__ __forceinline__ void split_nyx(unsigned q, int H, int W, unsigned* n, int* y, int* x) {
+    unsigned t = q / W;
+    *x = (int)(q - t * W);
+    *n = t / H;
+    *y = (int)(t - *n * H);
+}

@@ -7,14 +7,6 @@
 //           dx = col2im(dcols),  dbias = row sums of dy (row_sum).
 #include "common.cuh"
 
-// Splits an index q of an [N, H, W] map into (n, y, x), in 32 bits.
-__device__ __forceinline__ void split_nyx(unsigned q, int H, int W, unsigned* n, int* y, int* x) {
-    unsigned t = q / W;
-    *x = (int)(q - t * W);
-    *n = t / H;
-    *y = (int)(t - *n * H);
-}
-
 // Unfolds x into cols (every element written; padding gives zeros). Grid (x, C*k*k): blockIdx.y
 // is the row (c, ky, kx), the threads run along its N*Ho*Wo columns (32-bit index math: the
 // caller keeps N*Ho*Wo and C*N*H*W under 2^31).

@@ -87,11 +87,7 @@ __device__ __forceinline__ void sgemm_body(int M, int N, int K, float alpha, con
         for (int j = 0; j < 4; ++j) {
             int gn = n0 + tx * 4 + j;
             if (gn >= N) continue;
-            float* c = C + (long long)gm * ldc + gn;
-            float v = alpha * acc[i][j];
-            if (beta != 0.f) v += beta * *c;
-            if (bias) v += bias[gm];
-            *c = v;
+            store_c(C, ldc, gm, gn, acc[i][j], alpha, beta, bias);
         }
     }
 }
@@ -173,11 +169,7 @@ __device__ __forceinline__ void sgemm_wide_body(int M, int N, int K, float alpha
         for (int j = 0; j < 8; ++j) {
             int gn = n0 + (j < 4 ? tx * 4 + j : 128 + tx * 4 + j - 4);
             if (gn >= N) continue;
-            float* c = C + (long long)gm * ldc + gn;
-            float v = alpha * acc[i][j];
-            if (beta != 0.f) v += beta * *c;
-            if (bias) v += bias[gm];
-            *c = v;
+            store_c(C, ldc, gm, gn, acc[i][j], alpha, beta, bias);
         }
     }
 }
@@ -196,10 +188,6 @@ extern "C" __global__ void gemm_splitk_reduce(int M, int N, int splits, const fl
         int i = (int)(e / N), j = (int)(e % N);
         float s = 0.f;
         for (int z = 0; z < splits; ++z) s += P[z * mn + e];
-        float* c = C + (long long)i * ldc + j;
-        float v = alpha * s;
-        if (beta != 0.f) v += beta * *c;
-        if (bias) v += bias[i];
-        *c = v;
+        store_c(C, ldc, i, j, s, alpha, beta, bias);
     }
 }

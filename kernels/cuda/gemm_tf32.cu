@@ -82,11 +82,7 @@ __device__ __forceinline__ void sgemm_tf32_body(int M, int N, int K, float alpha
         int r = e / TN, cc = e % TN;
         int gm = m0 + r, gn = n0 + cc;
         if (gm >= M || gn >= N) continue;
-        float* c = C + (long long)gm * ldc + gn;
-        float v = alpha * smem[r * TC_LD + cc];
-        if (beta != 0.f) v += beta * *c;
-        if (bias) v += bias[gm];
-        *c = v;
+        store_c(C, ldc, gm, gn, smem[r * TC_LD + cc], alpha, beta, bias);
     }
 }
 

@@ -1,5 +1,6 @@
-// What the tiled SGEMM kernels (gemm.cu, gemm_tf32.cu) share: their argument list, the k
-// split of a block, one thread's share of staging a tile, and the double-buffered main loop.
+// What the tiled SGEMM kernels (gemm.cu, gemm_tf32.cu) share: their argument list, the store
+// of a finished element, the k split of a block, one thread's share of staging a tile, and the
+// double-buffered main loop.
 #pragma once
 #include "common.cuh"
 
@@ -8,6 +9,17 @@
         int ldb, float beta, float* __restrict__ C, int ldc, const float* __restrict__ bias, int kchunk,   \
         long long split_stride
 #define SGEMM_PASS M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, kchunk, split_stride
+
+// Writes one finished element of C: alpha * acc + beta * C[gm, gn] (C not read when beta is 0)
+// + bias[gm] (when bias is not null). Every SGEMM kernel and the split-K reduction end here.
+__device__ __forceinline__ void store_c(float* C, int ldc, int gm, int gn, float acc, float alpha, float beta,
+                                        const float* bias) {
+    float* c = C + (long long)gm * ldc + gn;
+    float v = alpha * acc;
+    if (beta != 0.f) v += beta * *c;
+    if (bias) v += bias[gm];
+    *c = v;
+}
 
 // The k range of this block's split (blockIdx.z) and its number of bk-deep stages.
 struct KSplit {

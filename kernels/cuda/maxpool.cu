@@ -9,10 +9,9 @@ extern "C" __global__ void maxpool_forward(const float* __restrict__ x, long lon
                                            float* __restrict__ y, unsigned char* __restrict__ arg) {
     const int Ho = H / 2, Wo = W / 2;
     GRID_LOOP(e, planes * Ho * Wo) {
-        unsigned u = (unsigned)e, t = u / Wo;
-        int ox = (int)(u - t * Wo);
-        unsigned p = t / Ho;
-        int oy = (int)(t - p * Ho);
+        unsigned p;
+        int oy, ox;
+        split_nyx((unsigned)e, Ho, Wo, &p, &oy, &ox);
         const float* src = x + (long long)p * H * W + (2 * oy) * W + 2 * ox;
         float v = src[0];
         int best = 0;
@@ -29,10 +28,9 @@ extern "C" __global__ void maxpool_backward(const float* __restrict__ dy, const 
                                             long long planes, int H, int W, float* __restrict__ dx) {
     const int Ho = H / 2, Wo = W / 2;
     GRID_LOOP(e, planes * H * W) {
-        unsigned u = (unsigned)e, t = u / W;
-        int ix = (int)(u - t * W);
-        unsigned p = t / H;
-        int iy = (int)(t - p * H);
+        unsigned p;
+        int iy, ix;
+        split_nyx((unsigned)e, H, W, &p, &iy, &ix);
         int oy = iy / 2, ox = ix / 2;
         float v = 0.f;
         if (oy < Ho && ox < Wo) {
