@@ -31,9 +31,14 @@ X="$(mktemp -d)"
 status=0
 summary=()
 # run KIND NAME COMMAND...: KIND check counts towards the result (PASS/FAIL), info is only
-# reported (INFO, with the exit status when it failed).
+# reported (INFO, with the exit status when it failed). GPU_CHECK_INFO=0 skips the info steps
+# (gpu_session.sh's second run of the check: the first already reported them).
 run() {
     local kind="$1" name="$2"; shift 2
+    if [ "$kind" = info ] && [ "${GPU_CHECK_INFO:-1}" = 0 ]; then
+        summary+=("SKIP  $name (information, GPU_CHECK_INFO=0)")
+        return
+    fi
     echo
     echo "=== $([ "$kind" = info ] && echo "(information) ")$name"
     local t0=$SECONDS rc=0
