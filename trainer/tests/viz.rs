@@ -149,7 +149,7 @@ fn report_names_what_trained_each_run() {
     let expected = "\
 | run | network | m | epochs trained | final test acc. | best test acc. | seed | paper | schedule | trained on |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |
-| paper-gpu-m1 | paper | 1 | 3 | 98.55 % | 98.55 % | 99.37 % | 99.60 % | shortened schedule (3 epochs) | CPU (1), NVIDIA H200, fp32 (2–3) |
+| paper-gpu-m1 | paper | 1 | 3 | 98.55 % | 98.55 % | 99.37 % | 99.60 % | unfinished (3 of 100 epochs) | CPU (1), NVIDIA H200, fp32 (2–3) |
 | paper-m4 | paper | 4 | 3 | 98.60 % | 98.60 % | 99.61 % | 99.69 % | shortened schedule (3 epochs) | – |
 ";
     assert!(md.starts_with(expected), "got:\n{md}");

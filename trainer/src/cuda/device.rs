@@ -169,7 +169,8 @@ impl Gpu {
             modules.push(module);
         }
         if gemm_policy == super::ops::GemmPolicy::Tf32 {
-            if let Some(why) = unavailable.get("sgemm_tf32_nn") {
+            let tf32 = super::ops::GemmTile::Tf32.kernels();
+            if let Some(why) = tf32.iter().find_map(|k| unavailable.get(k)) {
                 bail!("LSOFTMAX_GPU_GEMM=tf32, but the TF32 kernels are unavailable: {why}");
             }
         }

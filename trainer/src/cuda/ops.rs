@@ -99,6 +99,14 @@ impl GemmTile {
         (m as usize, n as usize, k as usize)
     }
 
+    /// The kernels of this family: `nn`, `nt` and `tn`.
+    pub(super) fn kernels(self) -> [&'static str; 3] {
+        [(Op::N, Op::N), (Op::N, Op::T), (Op::T, Op::N)].map(|(ta, tb)| {
+            self.kernel(ta, tb)
+                .expect("nn, nt and tn exist in every family")
+        })
+    }
+
     fn kernel(self, ta: Op, tb: Op) -> Result<&'static str> {
         Ok(match (self, ta, tb) {
             (_, Op::T, Op::T) => anyhow::bail!("sgemm_tt is not implemented"),

@@ -24,17 +24,30 @@ fn reference(table: &[f64; 4], m: u32) -> String {
         .map_or("–".to_string(), |a| format!("{a:.2} %"))
 }
 
+/// "1 epoch", "6 epochs".
+fn epochs(n: u32) -> String {
+    format!("{n} epoch{}", if n == 1 { "" } else { "s" })
+}
+
 /// How a run departs from the full recipe (`paper` network, the seed's recipe, 100 epochs, all
-/// images); "full recipe" when it does not.
+/// images); "full recipe" when it does not. A run planned for fewer epochs than the recipe is a
+/// "shortened schedule"; one whose log stops before its own planned epochs (still training, or
+/// stopped to be resumed) is "unfinished", so a full-recipe run half way through is not taken
+/// for a shortened one.
 pub fn schedule_note(h: &RunHeader, epochs_trained: u32) -> String {
     let paper = ArchSpec::preset("paper").expect("paper is a preset");
     let recipe = RunHeader::from_config(&TrainConfig::seed_recipe(paper, h.margin));
     let mut notes = Vec::new();
-    if epochs_trained < FULL_EPOCHS {
+    // A log may run past its header's plan (a resume given a larger --epochs).
+    let planned = h.epochs.max(epochs_trained);
+    if epochs_trained < planned {
         notes.push(format!(
-            "shortened schedule ({epochs_trained} epoch{})",
-            if epochs_trained == 1 { "" } else { "s" }
+            "unfinished ({epochs_trained} of {})",
+            epochs(planned)
         ));
+    }
+    if planned < FULL_EPOCHS {
+        notes.push(format!("shortened schedule ({})", epochs(planned)));
     }
     if h.arch != recipe.arch {
         notes.push(format!("`{}` network, not `paper`", h.arch));
@@ -161,8 +174,19 @@ mod tests {
         let paper = ArchSpec::preset("paper").unwrap();
         let h = RunHeader::from_config(&TrainConfig::seed_recipe(paper, 4));
         assert_eq!(schedule_note(&h, 100), "full recipe");
-        assert_eq!(schedule_note(&h, 3), "shortened schedule (3 epochs)");
-        assert_eq!(schedule_note(&h, 1), "shortened schedule (1 epoch)");
+        assert_eq!(schedule_note(&h, 45), "unfinished (45 of 100 epochs)");
+        let mut short = h.clone();
+        short.epochs = 6;
+        assert_eq!(schedule_note(&short, 6), "shortened schedule (6 epochs)");
+        assert_eq!(
+            schedule_note(&short, 2),
+            "unfinished (2 of 6 epochs); shortened schedule (6 epochs)"
+        );
+        short.epochs = 1;
+        assert_eq!(schedule_note(&short, 1), "shortened schedule (1 epoch)");
+        // More epochs in the log than its header planned: the log counts.
+        short.epochs = 3;
+        assert_eq!(schedule_note(&short, 5), "shortened schedule (5 epochs)");
         let mut f = h.clone();
         f.arch = "fig2".into();
         f.batch = 64;
