@@ -14,7 +14,10 @@
 #      their 2 epochs under square;
 #   4. here: --unpack, then --report prints the table; --publish writes the logs, the table
 #      and the curves (and refuses unfinished runs).
-# Also checks that gpu_session.sh refuses gpu_table.sh's own modes.
+# Then cpu_table.sh (gpu_table.sh --device cpu): two runs stopped after an epoch, resumed to the
+# end, reported done, a third stopped by SIGTERM with its training process, and the table
+# published under the cpu names. Also checks that gpu_session.sh refuses gpu_table.sh's own
+# modes.
 #
 #   bash scripts/gpu_scripts_test.sh      # about a minute; needs data/mnist (scripts/setup.sh)
 set -euo pipefail
@@ -97,6 +100,39 @@ for f in logs/tiny-gpu-m1.jsonl logs/tiny-gpu-m2.jsonl tiny-gpu.md tiny-gpu-curv
 done
 grep -q "^| tiny-gpu-m2 | tiny | 2 | 2 | .* | CPU |$" "$T/results/tiny-gpu.md" ||
     { cat "$T/results/tiny-gpu.md"; fail "the published table lacks the tiny-gpu-m2 row trained on the CPU"; }
+
+echo "== cpu_table.sh: the same table on the CPU, resumed, stopped, published"
+cpu_calls() { grep "^train .* --out $T/cpu/" "$T/calls.log" || true; }
+LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh "${TABLE[@]}" --runs "$T/cpu" \
+    -- --train-limit 512 --stop-after 1 > "$T/cpu1.log" 2>&1 || { cat "$T/cpu1.log"; fail "cpu_table.sh exited non-zero"; }
+[ "$(cpu_calls | wc -l)" = 2 ] || fail "cpu table runs: $(cpu_calls)"
+[ -z "$(cpu_calls | grep -v -- '--device cpu ')" ] || fail "a cpu table run not on --device cpu: $(cpu_calls)"
+[ -z "$(cpu_calls | grep -e '--data' -e '--resume')" ] || fail "first cpu table runs: $(cpu_calls)"
+LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh "${TABLE[@]}" --runs "$T/cpu" -- --train-limit 512 > "$T/cpu2.log" 2>&1 ||
+    { cat "$T/cpu2.log"; fail "cpu_table.sh (resumed) exited non-zero"; }
+[ "$(cpu_calls | grep -c -- '--resume')" = 2 ] || fail "the cpu table did not resume both runs: $(cpu_calls)"
+for m in 1 2; do [ "$(epochs "$T/cpu/tiny-m$m")" = 2 ] || fail "cpu tiny-m$m: $(epochs "$T/cpu/tiny-m$m") epochs"; done
+grep -q "^tiny-m1: done" <(LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh "${TABLE[@]}" --runs "$T/cpu") ||
+    fail "a finished cpu table was not reported done"
+# SIGTERM (as Ctrl-C, which a background job here would ignore) stops the training with the script.
+LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh --preset tiny --margins 3 --epochs 50 --runs "$T/cpu" > "$T/cpu3.log" 2>&1 &
+table_pid=$!
+for _ in $(seq 100); do pgrep -f -- "--out $T/cpu/tiny-m3" > /dev/null && break; sleep 0.2; done
+pgrep -f -- "--out $T/cpu/tiny-m3" > /dev/null || fail "the m = 3 run did not start"
+kill -TERM "$table_pid"
+rc=0; wait "$table_pid" || rc=$?
+[ "$rc" = 130 ] || fail "cpu_table.sh stopped with exit $rc, want 130"
+for _ in $(seq 50); do pgrep -f -- "--out $T/cpu/tiny-m3" > /dev/null || break; sleep 0.2; done
+pgrep -f -- "--out $T/cpu/tiny-m3" > /dev/null && fail "the m = 3 run outlived cpu_table.sh"
+LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh "${TABLE[@]}" --runs "$T/cpu" --publish --results "$T/cpu-results" > "$T/cpu-publish.log"
+for f in logs/tiny-cpu-m1.jsonl logs/tiny-cpu-m2.jsonl tiny-cpu.md tiny-cpu-curves.png; do
+    [ -s "$T/cpu-results/$f" ] || fail "cpu publish did not write $f"
+done
+grep -q "^| tiny-cpu-m2 | tiny | 2 | 2 | .* | CPU |$" "$T/cpu-results/tiny-cpu.md" ||
+    { cat "$T/cpu-results/tiny-cpu.md"; fail "the published cpu table lacks the tiny-cpu-m2 row"; }
+rc=0
+bash scripts/cpu_table.sh --device gpu > "$T/bad.log" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "must be cuda or cpu" "$T/bad.log" || fail "--device gpu: exit $rc, $(cat "$T/bad.log")"
 
 echo "== gpu_session.sh refuses gpu_table.sh's own modes"
 for bad in --report --unpack --publish --minutes; do

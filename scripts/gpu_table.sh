@@ -15,10 +15,17 @@
 # --publish writes DIR/logs/P-gpu-mM.jsonl, DIR/P-gpu.md (`lsoftmax report`) and
 # DIR/P-gpu-curves.png (`lsoftmax plot`), DIR being --results (default docs/results); it refuses
 # runs short of --epochs unless --partial is given.
-# Options (run mode): --minutes N (wall-clock budget, default 8: a device command may run 10),
-# --margins 1,2,3,4, --epochs N (default 100), --preset P (default paper; run folders and files
-# are named P-mM), --jobs N (runs at once, default: all), --runs DIR (default .cache/gpu-runs);
-# anything after `--` goes to `lsoftmax train` (e.g. `-- --train-limit 2000` for a trial).
+# Options (run mode): --minutes N (wall-clock budget, default 8: a device command may run 10;
+# 0: none), --margins 1,2,3,4, --epochs N (default 100), --preset P (default paper; run folders
+# and files are named P-mM), --jobs N (runs at once, default: all), --runs DIR (default
+# .cache/gpu-runs); anything after `--` goes to `lsoftmax train` (e.g. `-- --train-limit 2000`
+# for a trial).
+#
+# --device cpu (what scripts/cpu_table.sh passes) trains the same table on this machine's CPU
+# instead, with this checkout's `lsoftmax` (built when missing; $LSOFTMAX_BIN replaces it): one
+# run at a time on all cores, no deadline unless --minutes is given, runs in runs/cpu-table, and
+# --publish names the files P-cpu-mM.jsonl, P-cpu.md and P-cpu-curves.png. Stop it at any time
+# (Ctrl-C) and run the same command again: every run resumes from its last finished epoch.
 # A run killed at the deadline loses only its unfinished epoch: checkpoints are written
 # atomically after every epoch and a resumed log keeps only the epochs its checkpoint covers.
 # When $OUT is set (the device tool), each run is packed into $OUT/paper-mM.tar (checkpoint,
@@ -28,12 +35,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=run
-MINUTES=8
+DEVICE=cuda
+MINUTES=
 MARGINS=1,2,3,4
 EPOCHS=100
 PRESET=paper
-JOBS=0
-RUNS=.cache/gpu-runs
+JOBS=
+RUNS=
 FROM=
 RESULTS=docs/results
 PARTIAL=0
@@ -41,6 +49,7 @@ EXTRA=()
 die() { echo "error: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
+        --device) DEVICE="${2:?--device needs cuda or cpu}"; shift 2 ;;
         --minutes) MINUTES="${2:?--minutes needs a value}"; shift 2 ;;
         --margins) MARGINS="${2:?--margins needs a value}"; shift 2 ;;
         --epochs) EPOCHS="${2:?--epochs needs a value}"; shift 2 ;;
@@ -56,7 +65,12 @@ while [ $# -gt 0 ]; do
         *) die "unknown argument '$1' (see the comment at the top of $0)" ;;
     esac
 done
-[[ "$MINUTES" =~ ^[0-9]+$ && "$MINUTES" -gt 0 ]] || die "--minutes must be a positive whole number, got '$MINUTES'"
+case "$DEVICE" in
+    cuda) TAG=gpu; : "${MINUTES:=8}" "${JOBS:=0}" "${RUNS:=.cache/gpu-runs}" ;;
+    cpu) TAG=cpu; : "${MINUTES:=0}" "${JOBS:=1}" "${RUNS:=runs/cpu-table}" ;;
+    *) die "--device must be cuda or cpu, got '$DEVICE'" ;;
+esac
+[[ "$MINUTES" =~ ^[0-9]+$ ]] || die "--minutes must be a whole number (0: no deadline), got '$MINUTES'"
 [[ "$EPOCHS" =~ ^[0-9]+$ && "$EPOCHS" -gt 0 ]] || die "--epochs must be a positive whole number, got '$EPOCHS'"
 [[ "$JOBS" =~ ^[0-9]+$ ]] || die "--jobs must be a whole number, got '$JOBS'"
 [[ "$MARGINS" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--margins must look like 1,2,3,4, got '$MARGINS'"
@@ -148,22 +162,36 @@ publish)
         done_="$(epochs_done "$d")"
         [ "$done_" -ge "$EPOCHS" ] || [ "$PARTIAL" = 1 ] ||
             die "$PRESET-m$m has $done_ of $EPOCHS epochs (--partial publishes it anyway)"
-        cp "$d/log.jsonl" "$RESULTS/logs/$PRESET-gpu-m$m.jsonl"
-        logs+=("$RESULTS/logs/$PRESET-gpu-m$m.jsonl")
+        cp "$d/log.jsonl" "$RESULTS/logs/$PRESET-$TAG-m$m.jsonl"
+        logs+=("$RESULTS/logs/$PRESET-$TAG-m$m.jsonl")
     done
-    lsoftmax report --logs "${logs[@]}" --out "$RESULTS/$PRESET-gpu.md"
-    lsoftmax plot --logs "${logs[@]}" --out "$RESULTS/$PRESET-gpu-curves.png"
-    echo "wrote ${logs[*]}, $RESULTS/$PRESET-gpu.md, $RESULTS/$PRESET-gpu-curves.png"
+    lsoftmax report --logs "${logs[@]}" --out "$RESULTS/$PRESET-$TAG.md"
+    lsoftmax plot --logs "${logs[@]}" --out "$RESULTS/$PRESET-$TAG-curves.png"
+    echo "wrote ${logs[*]}, $RESULTS/$PRESET-$TAG.md, $RESULTS/$PRESET-$TAG-curves.png"
     ;;
 run)
-    # BIN (the bundled binary) and DATA (the bundled MNIST); see gpu_bundle_env.sh.
-    source scripts/gpu_bundle_env.sh
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
-    deadline=$((SECONDS + MINUTES * 60))
+    data_args=()
+    if [ "$DEVICE" = cuda ]; then
+        # BIN (the bundled binary) and DATA (the bundled MNIST); see gpu_bundle_env.sh.
+        source scripts/gpu_bundle_env.sh
+        data_args=(--data "$DATA")
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+    elif [ -n "${LSOFTMAX_BIN:-}" ]; then
+        BIN="$LSOFTMAX_BIN"
+    else
+        cargo build -q --release -p lsoftmax-trainer --bin lsoftmax || die "cannot build lsoftmax"
+        BIN=target/release/lsoftmax
+    fi
+    deadline=
+    [ "$MINUTES" -gt 0 ] && deadline=$((SECONDS + MINUTES * 60))
     [ "$JOBS" -gt 0 ] || JOBS=${#MS[@]}
-    # Each run's CPU side is light (the data set lives on the GPU): share the cores.
+    # On the GPU each run's CPU side is light (the data set lives on the GPU): share the cores.
+    # On the CPU the runs take turns (--jobs 1) on all of them.
     threads=$(( $(nproc) / JOBS )); [ "$threads" -gt 0 ] || threads=1
     declare -A pid_of=()
+    # Background jobs of a script ignore Ctrl-C: stop them with it (the checkpoints of their
+    # finished epochs stay; the same command resumes them).
+    trap 'echo "stopping the runs; the same command resumes them" >&2; kill "${pid_of[@]}" 2>/dev/null; wait; exit 130' INT TERM
     for m in "${MS[@]}"; do
         d="$RUNS/$PRESET-m$m"
         mkdir -p "$d"
@@ -172,18 +200,22 @@ run)
             continue
         fi
         while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
-        left=$((deadline - SECONDS))
-        if [ "$left" -lt 60 ]; then
-            echo "$PRESET-m$m: not started, less than a minute left"
-            continue
+        limit=()
+        if [ -n "$deadline" ]; then
+            left=$((deadline - SECONDS))
+            if [ "$left" -lt 60 ]; then
+                echo "$PRESET-m$m: not started, less than a minute left"
+                continue
+            fi
+            limit=(timeout --kill-after=30 "$left")
         fi
-        args=(train --device cuda --preset "$PRESET" --margin "$m" --epochs "$EPOCHS" --quiet
-              --out "$d" --data "$DATA" "${EXTRA[@]}")
+        args=(train --device "$DEVICE" --preset "$PRESET" --margin "$m" --epochs "$EPOCHS" --quiet
+              --out "$d" "${data_args[@]}" "${EXTRA[@]}")
         [ -f "$d/checkpoint.bin" ] && args+=(--resume)
-        echo "$PRESET-m$m: $([ -f "$d/checkpoint.bin" ] && echo resuming || echo starting) for up to ${left} s"
+        echo "$PRESET-m$m: $([ -f "$d/checkpoint.bin" ] && echo resuming || echo starting)$([ -n "$deadline" ] && echo " for up to ${left} s") (epochs in $d/train.out)"
         echo "=== $(date -u +%FT%TZ) ${args[*]}" >> "$d/train.out"
         RAYON_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads \
-            timeout --kill-after=30 "$left" "$BIN" "${args[@]}" >> "$d/train.out" 2>&1 &
+            "${limit[@]}" "$BIN" "${args[@]}" >> "$d/train.out" 2>&1 &
         pid_of[$m]=$!
     done
     status=0
