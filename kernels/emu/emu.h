@@ -1,12 +1,15 @@
 // CPU emulation of the few CUDA C features the trainer's kernels use, so that the very same
 // kernels/cuda/*.cu sources compile as C++ for the fake driver (fake_cuda.cpp). Blocks run one
 // after another on one OS thread; the threads of a block are fibers (ucontext) that the
-// scheduler resumes round-robin, each running to its next __syncthreads, so every thread
+// scheduler resumes round-robin (in index order, or reversed under FAKE_CUDA_ORDER=reverse;
+// see fake_cuda.cpp), each running to its next __syncthreads, so every thread
 // finishes a barrier phase before any starts the next. `__shared__` variables are function
 // statics (one block at a time uses them).
 #pragma once
 #include <ucontext.h>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <math.h>
 
@@ -26,8 +29,14 @@ extern thread_local ucontext_t* emu_sched;
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 
+// A kernel that synchronises must be marked so in fake_cuda.cpp's table, or its threads run
+// one after another and the barrier would silently do nothing.
 inline void __syncthreads() {
-    if (emu_self) swapcontext(emu_self, emu_sched);
+    if (!emu_self) {
+        std::fprintf(stderr, "fake libcuda: __syncthreads in a kernel not marked as synchronising\n");
+        std::abort();
+    }
+    swapcontext(emu_self, emu_sched);
 }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline float __fadd_rn(float a, float b) { return a + b; }

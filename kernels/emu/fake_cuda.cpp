@@ -46,7 +46,7 @@ std::function<void(void**)> invoker(void (*f)(A...)) {
 
 struct Kernel {
     const char* name;
-    bool syncs;  // uses __syncthreads: run the block's threads as real threads
+    bool syncs;  // uses __syncthreads: run the block's threads as fibers (see emu.h)
     std::function<void(void**)> call;
 };
 
@@ -71,6 +71,25 @@ std::vector<Kernel>& table() {
     };
     return t;
 }
+
+// FAKE_CUDA_ORDER=reverse runs the blocks of a grid, and the threads of each barrier phase, in
+// reverse order (the default, forward, runs them in index order). A real GPU promises no order
+// at all, so a kernel must give the same result both ways: a missing __syncthreads between one
+// thread's write of shared memory and another's read, or a block that reads what another block
+// of the same launch writes, shows as a difference against the CPU in one of the two orders.
+bool reverse_order() {
+    static const bool reverse = [] {
+        const char* o = std::getenv("FAKE_CUDA_ORDER");
+        if (!o || !*o || std::strcmp(o, "forward") == 0) return false;
+        if (std::strcmp(o, "reverse") == 0) return true;
+        std::fprintf(stderr, "fake libcuda: FAKE_CUDA_ORDER must be forward or reverse, not '%s'\n", o);
+        std::abort();
+    }();
+    return reverse;
+}
+
+// The i-th of n in the launch order.
+unsigned nth(unsigned i, unsigned n) { return reverse_order() ? n - 1 - i : i; }
 
 void set_block(unsigned b, emu_dim3 g) {
     blockIdx.x = b % g.x;
@@ -167,9 +186,9 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
         blockDim = block;
         emu_self = nullptr;
         for (unsigned b = 0; b < blocks; ++b) {
-            set_block(b, grid);
+            set_block(nth(b, blocks), grid);
             for (unsigned t = 0; t < bx; ++t) {
-                threadIdx = emu_dim3{t, 0, 0};
+                threadIdx = emu_dim3{nth(t, bx), 0, 0};
                 k.call(params);
             }
         }
@@ -193,7 +212,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     emu_sched = &sched;
     for (auto& fb : fibers) fb.stack.resize(256 * 1024);
     for (unsigned b = 0; b < blocks; ++b) {
-        set_block(b, grid);
+        set_block(nth(b, blocks), grid);
         for (unsigned t = 0; t < bx; ++t) {
             Fiber& fb = fibers[t];
             fb.done = false;
@@ -208,7 +227,8 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
         }
         for (unsigned live = bx; live > 0;) {
             live = 0;
-            for (unsigned t = 0; t < bx; ++t) {
+            for (unsigned i = 0; i < bx; ++i) {
+                const unsigned t = nth(i, bx);
                 Fiber& fb = fibers[t];
                 if (fb.done) continue;
                 threadIdx = emu_dim3{t, 0, 0};
