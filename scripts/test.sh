@@ -32,8 +32,8 @@ CUDA_LIBRARY_PATH="$PWD/.cache/cuda-stub" cargo clippy --release --features cuda
 echo "== CUDA: every kernel against the CPU layers and 3 training steps, run on the CPU through an emulated libcuda"
 bash scripts/cuda_emu.sh >/dev/null
 LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" target/cuda/release/lsoftmax gpu-check --quick --gemm-bench-batch 1
-echo "== CUDA: the same checks with every grid's blocks and every barrier phase's threads in reverse order (a GPU promises no order)"
-FAKE_CUDA_ORDER=reverse LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" target/cuda/release/lsoftmax gpu-check --quick
+echo "== CUDA: the same checks with blocks and each barrier phase's threads in reverse order (a GPU promises no order), guard pages before the buffers"
+FAKE_CUDA_ORDER=reverse FAKE_CUDA_GUARD=before LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" target/cuda/release/lsoftmax gpu-check --quick
 echo "== CUDA: train --device cuda --precise-bn through the emulated libcuda (statistics recomputed on the CPU copy, copied back)"
 LD_LIBRARY_PATH="$PWD/.cache/cuda-emu" bash scripts/cuda_precise_bn_check.sh target/cuda/release/lsoftmax
 echo "== CUDA: a driver that refuses the optional TF32 module: fp32 training goes on, LSOFTMAX_GPU_GEMM=tf32 says why"

@@ -3,11 +3,19 @@
 // kernels/cuda/*.cu compiled as C++ (see emu.h). It lets `lsoftmax gpu-check --quick` and
 // `lsoftmax train --device cuda` run the whole CUDA code path on a CPU (slowly): the host-side
 // orchestration, the kernels' indexing and math. It says nothing about real GPU behaviour
-// (memory model, timing, fp contraction). Built by scripts/cuda_emu.sh.
+// (memory model, timing, fp contraction). Every buffer has a guard page after its end
+// (FAKE_CUDA_GUARD=before: before its start), and blocks and threads run in index order
+// (FAKE_CUDA_ORDER=reverse: the other way); CI runs the checks both ways. Built by
+// scripts/cuda_emu.sh.
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -91,6 +99,74 @@ bool reverse_order() {
 // The i-th of n in the launch order.
 unsigned nth(unsigned i, unsigned n) { return reverse_order() ? n - 1 - i : i; }
 
+// Device buffers sit against an inaccessible guard page, right after their last byte (the
+// default) or, under FAKE_CUDA_GUARD=before, right before their first (the buffer then starts on
+// a page boundary). A kernel that reads or writes past either end of a buffer faults at once,
+// and the fault names the kernel, instead of reading neighbouring data or garbage that a check
+// might not notice. Global loads in the kernels are scalar, so a buffer ending flush with the
+// page (its start aligned only to its size's factors) is fine for them.
+struct Alloc {
+    char* base;   // the mapping: guard page and buffer pages
+    size_t len;   // its length
+    size_t bytes; // what was asked for
+};
+std::map<uintptr_t, Alloc>& allocs() {
+    static std::map<uintptr_t, Alloc> m;
+    return m;
+}
+bool guard_before() {
+    static const bool before = [] {
+        const char* g = std::getenv("FAKE_CUDA_GUARD");
+        if (!g || !*g || std::strcmp(g, "after") == 0) return false;
+        if (std::strcmp(g, "before") == 0) return true;
+        std::fprintf(stderr, "fake libcuda: FAKE_CUDA_GUARD must be after or before, not '%s'\n", g);
+        std::abort();
+    }();
+    return before;
+}
+size_t page_size() {
+    static const size_t p = (size_t)sysconf(_SC_PAGESIZE);
+    return p;
+}
+
+// The kernel being run (null outside launches), for the fault message.
+const char* running_kernel = nullptr;
+struct sigaction previous_segv;
+
+void on_segv(int sig, siginfo_t* info, void* ctx) {
+    if (!running_kernel) {
+        // Not ours (e.g. Rust's stack-overflow guard): hand the fault back.
+        sigaction(SIGSEGV, &previous_segv, nullptr);
+        return;
+    }
+    const uintptr_t a = (uintptr_t)info->si_addr;
+    char msg[256];
+    int n = std::snprintf(msg, sizeof msg, "fake libcuda: kernel %s touched %p, outside every device buffer\n",
+                          running_kernel, info->si_addr);
+    for (auto& [user, al] : allocs()) {
+        if (a >= user + al.bytes && a < user + al.bytes + page_size())
+            n = std::snprintf(msg, sizeof msg,
+                              "fake libcuda: kernel %s touched %zu bytes past the end of a %zu-byte device buffer\n",
+                              running_kernel, (size_t)(a - user - al.bytes), al.bytes);
+        else if (a < user && a + page_size() >= user)
+            n = std::snprintf(msg, sizeof msg,
+                              "fake libcuda: kernel %s touched %zu bytes before the start of a %zu-byte device "
+                              "buffer\n",
+                              running_kernel, (size_t)(user - a), al.bytes);
+    }
+    if (write(2, msg, n > 0 ? (size_t)n : 0) < 0) {
+    }
+    (void)sig;
+    (void)ctx;
+    _exit(86);
+}
+
+// Marks a kernel as running for the fault handler.
+struct Running {
+    explicit Running(const char* name) { running_kernel = name; }
+    ~Running() { running_kernel = nullptr; }
+};
+
 void set_block(unsigned b, emu_dim3 g) {
     blockIdx.x = b % g.x;
     blockIdx.y = (b / g.x) % g.y;
@@ -106,7 +182,18 @@ extern "C" {
 typedef int CUresult;
 typedef unsigned long long CUdeviceptr;
 
-CUresult cuInit(unsigned) { return 0; }
+CUresult cuInit(unsigned) {
+    static bool installed = false;
+    if (!installed) {
+        struct sigaction sa {};
+        sa.sa_sigaction = on_segv;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &previous_segv);
+        installed = true;
+    }
+    return 0;
+}
 CUresult cuDriverGetVersion(int* v) { *v = 13000; return 0; }
 CUresult cuDeviceGetCount(int* n) { *n = 1; return 0; }
 CUresult cuDeviceGet(int* d, int ordinal) { *d = ordinal; return ordinal == 0 ? 0 : 101; }
@@ -152,13 +239,31 @@ CUresult cuModuleGetFunction(void** f, void*, const char* name) {
     return 500;  // CUDA_ERROR_NOT_FOUND
 }
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
-    void* m = std::malloc(bytes ? bytes : 1);
-    if (!m) return 2;  // CUDA_ERROR_OUT_OF_MEMORY
-    std::memset(m, 0xA5, bytes);  // garbage, as real device memory
-    *p = (CUdeviceptr)m;
+    const size_t page = page_size(), want = bytes ? bytes : 1;
+    const size_t body = (want + page - 1) / page * page, len = body + page;
+    void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return 2;  // CUDA_ERROR_OUT_OF_MEMORY
+    char* base = static_cast<char*>(m);
+    char* user;
+    if (guard_before()) {
+        mprotect(base, page, PROT_NONE);
+        user = base + page;
+    } else {
+        mprotect(base + body, page, PROT_NONE);
+        user = base + body - want;
+    }
+    std::memset(user, 0xA5, want);  // garbage, as real device memory
+    allocs()[(uintptr_t)user] = Alloc{base, len, want};
+    *p = (CUdeviceptr)user;
     return 0;
 }
-CUresult cuMemFree_v2(CUdeviceptr p) { std::free((void*)p); return 0; }
+CUresult cuMemFree_v2(CUdeviceptr p) {
+    auto it = allocs().find((uintptr_t)p);
+    if (it == allocs().end()) return 1;  // CUDA_ERROR_INVALID_VALUE
+    munmap(it->second.base, it->second.len);
+    allocs().erase(it);
+    return 0;
+}
 CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) { std::memset((void*)p, v, n); return 0; }
 CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, void*) { return cuMemsetD8_v2(p, v, n); }
 CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* s, size_t n) { std::memcpy((void*)d, s, n); return 0; }
@@ -176,6 +281,7 @@ CUresult cuGetErrorName(CUresult e, const char** s) { return cuGetErrorString(e,
 CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                         unsigned bz, unsigned shmem, void*, void** params, void**) {
     const Kernel& k = *static_cast<Kernel*>(f);
+    const Running running(k.name);
     static const bool trace = std::getenv("LSOFTMAX_EMU_TRACE") != nullptr;
     if (trace) std::fprintf(stderr, "launch %s grid (%u,%u,%u) block %u\n", k.name, gx, gy, gz, bx);
     if (by != 1 || bz != 1 || shmem != 0) return 1;  // not used by the trainer
