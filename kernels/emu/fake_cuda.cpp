@@ -85,14 +85,18 @@ std::vector<Kernel>& table() {
 // at all, so a kernel must give the same result both ways: a missing __syncthreads between one
 // thread's write of shared memory and another's read, or a block that reads what another block
 // of the same launch writes, shows as a difference against the CPU in one of the two orders.
+// Whether the environment variable `name` is `alt` (false when unset, empty or `dflt`); any other
+// value aborts with a message.
+bool env_choice(const char* name, const char* dflt, const char* alt) {
+    const char* v = std::getenv(name);
+    if (!v || !*v || std::strcmp(v, dflt) == 0) return false;
+    if (std::strcmp(v, alt) == 0) return true;
+    std::fprintf(stderr, "fake libcuda: %s must be %s or %s, not '%s'\n", name, dflt, alt, v);
+    std::abort();
+}
+
 bool reverse_order() {
-    static const bool reverse = [] {
-        const char* o = std::getenv("FAKE_CUDA_ORDER");
-        if (!o || !*o || std::strcmp(o, "forward") == 0) return false;
-        if (std::strcmp(o, "reverse") == 0) return true;
-        std::fprintf(stderr, "fake libcuda: FAKE_CUDA_ORDER must be forward or reverse, not '%s'\n", o);
-        std::abort();
-    }();
+    static const bool reverse = env_choice("FAKE_CUDA_ORDER", "forward", "reverse");
     return reverse;
 }
 
@@ -115,13 +119,7 @@ std::map<uintptr_t, Alloc>& allocs() {
     return m;
 }
 bool guard_before() {
-    static const bool before = [] {
-        const char* g = std::getenv("FAKE_CUDA_GUARD");
-        if (!g || !*g || std::strcmp(g, "after") == 0) return false;
-        if (std::strcmp(g, "before") == 0) return true;
-        std::fprintf(stderr, "fake libcuda: FAKE_CUDA_GUARD must be after or before, not '%s'\n", g);
-        std::abort();
-    }();
+    static const bool before = env_choice("FAKE_CUDA_GUARD", "after", "before");
     return before;
 }
 size_t page_size() {
