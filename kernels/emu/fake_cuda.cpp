@@ -250,7 +250,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
         mprotect(base + body, page, PROT_NONE);
         user = base + body - want;
     }
-    std::memset(user, 0xA5, want);  // garbage, as real device memory
+    std::memset(user, 0xFF, want);  // garbage, as real device memory: NaN as floats
     allocs()[(uintptr_t)user] = Alloc{base, len, want};
     *p = (CUdeviceptr)user;
     return 0;
