@@ -23,8 +23,18 @@ IMPL="$(grep -oE '^CUresult cu[A-Za-z0-9_]+' kernels/emu/fake_cuda.cpp | awk '{p
         awk '{print "int " $1 "(void) { fprintf(stderr, \"fake libcuda: " $1 " is not emulated\\n\"); return 999; }"}'
 } > "$DIR/rest.c"
 gcc -c -O1 -fPIC -o "$DIR/rest.o" "$DIR/rest.c"
-g++ -std=c++20 -O2 -ffp-contract=off -fPIC -fvisibility=hidden -w -c -o "$DIR/fake_cuda.o" kernels/emu/fake_cuda.cpp
-g++ -shared -Wl,-soname,libcuda.so.1 -o "$DIR/libcuda.so.1" "$DIR/fake_cuda.o" "$DIR/rest.o"
+CXX=(g++ -std=c++20 -O2 -ffp-contract=off -fPIC -fvisibility=hidden -w)
+"${CXX[@]}" -c -o "$DIR/kernels.o" kernels/emu/kernels.cpp
+# The kernels' object holds no zero-initialised data but their __shared__ arrays (function
+# statics, `_ZZ...`): its .bss becomes the emu_shared section the driver fills with NaN before
+# each block. Anything else there would be overwritten, so refuse it.
+other="$(nm --defined-only "$DIR/kernels.o" | awk '$2 ~ /^[bB]$/ && $3 !~ /^_ZZ/ {print $3}')"
+[ -z "$other" ] || { echo "error: kernels.o has zero-initialised data besides __shared__ arrays: $other" >&2; exit 1; }
+[ -n "$(nm --defined-only "$DIR/kernels.o" | awk '$2 ~ /^[bB]$/')" ] ||
+    { echo "error: kernels.o has no __shared__ arrays in .bss (did the compiler move them?)" >&2; exit 1; }
+objcopy --rename-section .bss=emu_shared "$DIR/kernels.o"
+"${CXX[@]}" -c -o "$DIR/fake_cuda.o" kernels/emu/fake_cuda.cpp
+g++ -shared -Wl,-soname,libcuda.so.1 -o "$DIR/libcuda.so.1" "$DIR/fake_cuda.o" "$DIR/kernels.o" "$DIR/rest.o"
 # Self-test of the guard pages: in bounds runs, one float short dies naming the kernel.
 g++ -std=c++20 -O1 -o "$DIR/guard_test" kernels/emu/guard_test.cpp -L"$DIR" -l:libcuda.so.1 -Wl,-rpath,"$DIR"
 for guard in after before; do

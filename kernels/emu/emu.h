@@ -1,10 +1,10 @@
 // CPU emulation of the few CUDA C features the trainer's kernels use, so that the very same
-// kernels/cuda/*.cu sources compile as C++ for the fake driver (fake_cuda.cpp). Blocks run one
+// kernels/cuda/*.cu sources compile as C++ (kernels.cpp) for the fake driver (fake_cuda.cpp). Blocks run one
 // after another on one OS thread; the threads of a block are fibers (ucontext) that the
 // scheduler resumes round-robin (in index order, or reversed under FAKE_CUDA_ORDER=reverse;
 // see fake_cuda.cpp), each running to its next __syncthreads, so every thread
 // finishes a barrier phase before any starts the next. `__shared__` variables are function
-// statics (one block at a time uses them).
+// statics (one block at a time uses them), set to NaN before each block (see kernels.cpp).
 #pragma once
 #include <ucontext.h>
 #include <cmath>

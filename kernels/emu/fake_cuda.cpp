@@ -23,68 +23,14 @@
 #include <vector>
 
 #include "emu.h"
+#include "kernels.h"
 
 thread_local emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 thread_local ucontext_t* emu_self = nullptr;
 thread_local ucontext_t* emu_sched = nullptr;
 
-#include "../cuda/batchnorm.cu"
-#include "../cuda/conv.cu"
-#include "../cuda/gather.cu"
-#include "../cuda/gemm.cu"
-#include "../cuda/gemm_tf32.cu"
-#include "../cuda/layout.cu"
-#include "../cuda/loss.cu"
-#include "../cuda/lsoftmax.cu"
-#include "../cuda/maxpool.cu"
-#include "../cuda/prelu.cu"
-#include "../cuda/sgd.cu"
-
 namespace {
 
-template <class... A, std::size_t... I>
-void invoke_impl(void (*f)(A...), void** p, std::index_sequence<I...>) {
-    f(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(p[I])...);
-}
-
-template <class... A>
-std::function<void(void**)> invoker(void (*f)(A...)) {
-    return [f](void** p) { invoke_impl(f, p, std::index_sequence_for<A...>{}); };
-}
-
-struct Kernel {
-    const char* name;
-    bool syncs;  // uses __syncthreads: run the block's threads as fibers (see emu.h)
-    std::function<void(void**)> call;
-};
-
-std::vector<Kernel>& table() {
-    static std::vector<Kernel> t = {
-#define K(n, s) Kernel{#n, s, invoker(&n)}
-        K(sgemm_nn, true), K(sgemm_nt, true), K(sgemm_tn, true), K(gemm_splitk_reduce, false),
-        K(sgemm_wide_nn, true), K(sgemm_wide_nt, true), K(sgemm_wide_tn, true),
-        K(sgemm_tf32_nn, true), K(sgemm_tf32_nt, true), K(sgemm_tf32_tn, true),
-        K(im2col, false), K(col2im, false),
-        K(flatten_forward, false), K(flatten_backward, false), K(row_sum_partial, true),
-        K(row_sum_finish, false), K(bn_sum_partial, true), K(bn_mean_finish, false),
-        K(bn_stats_finish, false), K(bn_stats_eval, false), K(bn_apply, false),
-        K(bn_backward_partial, true), K(bn_backward_finish, false), K(bn_backward_dx, false),
-        K(prelu_forward, false), K(prelu_backward_partial, true), K(prelu_backward_finish, false),
-        K(maxpool_forward, false), K(maxpool_backward, false),
-        K(lsoftmax_forward, true), K(lsoftmax_backward_coef, false), K(lsoftmax_backward_dw, false),
-        K(lsoftmax_backward_dx, false),
-        K(softmax_ce, false), K(ce_reduce, true),
-        K(sgd_step, false), K(gather_batch, false),
-#undef K
-    };
-    return t;
-}
-
-// FAKE_CUDA_ORDER=reverse runs the blocks of a grid, and the threads of each barrier phase, in
-// reverse order (the default, forward, runs them in index order). A real GPU promises no order
-// at all, so a kernel must give the same result both ways: a missing __syncthreads between one
-// thread's write of shared memory and another's read, or a block that reads what another block
-// of the same launch writes, shows as a difference against the CPU in one of the two orders.
 // Whether the environment variable `name` is `alt` (false when unset, empty or `dflt`); any other
 // value aborts with a message.
 bool env_choice(const char* name, const char* dflt, const char* alt) {
@@ -95,6 +41,11 @@ bool env_choice(const char* name, const char* dflt, const char* alt) {
     std::abort();
 }
 
+// FAKE_CUDA_ORDER=reverse runs the blocks of a grid, and the threads of each barrier phase, in
+// reverse order (the default, forward, runs them in index order). A real GPU promises no order
+// at all, so a kernel must give the same result both ways: a missing __syncthreads between one
+// thread's write of shared memory and another's read, or a block that reads what another block
+// of the same launch writes, shows as a difference against the CPU in one of the two orders.
 bool reverse_order() {
     static const bool reverse = env_choice("FAKE_CUDA_ORDER", "forward", "reverse");
     return reverse;
@@ -229,9 +180,9 @@ CUresult cuModuleLoadData(void** m, const void* image) { return load_module(m, i
 CUresult cuModuleLoadDataEx(void** m, const void* image, unsigned, int*, void**) { return load_module(m, image); }
 CUresult cuModuleUnload(void*) { return 0; }
 CUresult cuModuleGetFunction(void** f, void*, const char* name) {
-    for (auto& k : table())
-        if (std::strcmp(k.name, name) == 0) {
-            *f = &k;
+    for (unsigned i = 0; i < emu_kernel_count; ++i)
+        if (std::strcmp(emu_kernels[i].name, name) == 0) {
+            *f = const_cast<EmuKernel*>(&emu_kernels[i]);
             return 0;
         }
     return 500;  // CUDA_ERROR_NOT_FOUND
@@ -278,7 +229,7 @@ CUresult cuGetErrorName(CUresult e, const char** s) { return cuGetErrorString(e,
 
 CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                         unsigned bz, unsigned shmem, void*, void** params, void**) {
-    const Kernel& k = *static_cast<Kernel*>(f);
+    const EmuKernel& k = *static_cast<const EmuKernel*>(f);
     const Running running(k.name);
     static const bool trace = std::getenv("LSOFTMAX_EMU_TRACE") != nullptr;
     if (trace) std::fprintf(stderr, "launch %s grid (%u,%u,%u) block %u\n", k.name, gx, gy, gz, bx);
@@ -304,7 +255,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
         std::vector<char> stack;
         bool done;
     };
-    static thread_local const Kernel* cur_kernel;
+    static thread_local const EmuKernel* cur_kernel;
     static thread_local void** cur_params;
     static thread_local Fiber* cur_fiber;
     cur_kernel = &k;
@@ -317,6 +268,9 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     for (auto& fb : fibers) fb.stack.resize(256 * 1024);
     for (unsigned b = 0; b < blocks; ++b) {
         set_block(nth(b, blocks), grid);
+        // Shared memory as a new block finds it: NaN, not what the previous block left (see
+        // kernels.cpp).
+        std::memset(__start_emu_shared, 0xFF, __stop_emu_shared - __start_emu_shared);
         for (unsigned t = 0; t < bx; ++t) {
             Fiber& fb = fibers[t];
             fb.done = false;
