@@ -35,15 +35,18 @@ other="$(nm --defined-only "$DIR/kernels.o" | awk '$2 ~ /^[bB]$/ && $3 !~ /^_ZZ/
 objcopy --rename-section .bss=emu_shared "$DIR/kernels.o"
 "${CXX[@]}" -c -o "$DIR/fake_cuda.o" kernels/emu/fake_cuda.cpp
 g++ -shared -Wl,-soname,libcuda.so.1 -o "$DIR/libcuda.so.1" "$DIR/fake_cuda.o" "$DIR/kernels.o" "$DIR/rest.o"
-# Self-test of the guard pages: in bounds runs, one float short dies naming the kernel.
-g++ -std=c++20 -O1 -o "$DIR/guard_test" kernels/emu/guard_test.cpp -L"$DIR" -l:libcuda.so.1 -Wl,-rpath,"$DIR"
+# Self-tests: the guard pages (in bounds runs, one float short dies naming the kernel) and the
+# launch limits.
+g++ -std=c++20 -O1 -o "$DIR/driver_test" kernels/emu/driver_test.cpp -L"$DIR" -l:libcuda.so.1 -Wl,-rpath,"$DIR"
 for guard in after before; do
-    FAKE_CUDA_GUARD=$guard "$DIR/guard_test" 1000 4000 > /dev/null ||
+    FAKE_CUDA_GUARD=$guard "$DIR/driver_test" guard 1000 4000 > /dev/null ||
         { echo "error: the fake driver's guard test failed in bounds (FAKE_CUDA_GUARD=$guard)" >&2; exit 1; }
 done
 rc=0
-"$DIR/guard_test" 1000 3996 > "$DIR/guard_test.out" 2>&1 || rc=$?
-[ "$rc" = 86 ] && grep -q "kernel sgd_step touched 0 bytes past the end of a 3996-byte device buffer" "$DIR/guard_test.out" ||
-    { echo "error: the fake driver's guard page missed an overrun (exit $rc): $(cat "$DIR/guard_test.out")" >&2; exit 1; }
+"$DIR/driver_test" guard 1000 3996 > "$DIR/driver_test.out" 2>&1 || rc=$?
+[ "$rc" = 86 ] && grep -q "kernel sgd_step touched 0 bytes past the end of a 3996-byte device buffer" "$DIR/driver_test.out" ||
+    { echo "error: the fake driver's guard page missed an overrun (exit $rc): $(cat "$DIR/driver_test.out")" >&2; exit 1; }
+"$DIR/driver_test" limits > "$DIR/driver_test.out" 2>&1 ||
+    { echo "error: the fake driver's launch limits: $(cat "$DIR/driver_test.out")" >&2; exit 1; }
 echo "fake libcuda (CPU emulation): $DIR/libcuda.so.1"
 echo "run with: LD_LIBRARY_PATH=$DIR target/cuda/release/lsoftmax gpu-check --quick"

@@ -110,6 +110,28 @@ void on_segv(int sig, siginfo_t* info, void* ctx) {
     _exit(86);
 }
 
+// The most threads per block each loaded kernel allows: its PTX's `.maxntid` (from
+// __launch_bounds__), else the hardware's 1024. A launch beyond it fails on a GPU, so here too.
+std::map<std::string, unsigned>& max_threads() {
+    static std::map<std::string, unsigned> m;
+    return m;
+}
+
+// Reads `.entry NAME(` ... `.maxntid X, Y, Z` (before the body's `{`) from a module's PTX.
+void read_max_threads(const char* ptx) {
+    for (const char* e = std::strstr(ptx, ".entry "); e; e = std::strstr(e + 1, ".entry ")) {
+        const char* name = e + 7;
+        const char* paren = std::strchr(name, '(');
+        const char* body = std::strchr(name, '{');
+        if (!paren || !body) break;
+        unsigned limit = 1024;
+        const char* mx = std::strstr(paren, ".maxntid");
+        unsigned x = 1, y = 1, z = 1;
+        if (mx && mx < body && std::sscanf(mx, ".maxntid %u, %u, %u", &x, &y, &z) >= 1) limit = x * y * z;
+        max_threads()[std::string(name, paren - name)] = limit;
+    }
+}
+
 // Marks a kernel as running for the fault handler.
 struct Running {
     explicit Running(const char* name) { running_kernel = name; }
@@ -171,8 +193,10 @@ CUresult cuStreamSynchronize(void*) { return 0; }
 // FAKE_CUDA_REFUSE_PTX=TEXT: refuse (CUDA_ERROR_INVALID_PTX) every module whose PTX contains
 // TEXT, as a driver that cannot JIT it would (tests of the optional modules).
 static CUresult load_module(void** m, const void* image) {
+    const char* ptx = static_cast<const char*>(image);
     const char* refuse = std::getenv("FAKE_CUDA_REFUSE_PTX");
-    if (refuse && *refuse && std::strstr(static_cast<const char*>(image), refuse)) return 218;
+    if (refuse && *refuse && std::strstr(ptx, refuse)) return 218;
+    read_max_threads(ptx);
     *m = (void*)0x3;
     return 0;
 }
@@ -234,6 +258,17 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     static const bool trace = std::getenv("LSOFTMAX_EMU_TRACE") != nullptr;
     if (trace) std::fprintf(stderr, "launch %s grid (%u,%u,%u) block %u\n", k.name, gx, gy, gz, bx);
     if (by != 1 || bz != 1 || shmem != 0) return 1;  // not used by the trainer
+    // The launch limits of a real GPU (compute capability 8.0 and later).
+    auto limit = max_threads().find(k.name);
+    const unsigned max_block = limit == max_threads().end() ? 1024 : limit->second;
+    if (bx == 0 || bx > max_block || gx == 0 || gy == 0 || gz == 0 || gx > 0x7fffffffu || gy > 65535 || gz > 65535) {
+        std::fprintf(stderr,
+                     "fake libcuda: kernel %s launched with grid (%u, %u, %u) and %u threads per block; a GPU "
+                     "takes 1 to %u threads (its PTX's .maxntid, else 1024), x up to 2^31 - 1 and y, z up to "
+                     "65535 blocks\n",
+                     k.name, gx, gy, gz, bx, max_block);
+        return 1;  // CUDA_ERROR_INVALID_VALUE
+    }
     const emu_dim3 grid{gx, gy, gz}, block{bx, 1, 1};
     const unsigned blocks = gx * gy * gz;
     if (!k.syncs) {
