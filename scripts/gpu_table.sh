@@ -79,11 +79,11 @@ mkdir -p "$RUNS"
 
 # Epoch lines in a run's log (0 without one).
 epochs_done() { local n; n="$(grep -c '"type":"epoch"' "$1/log.jsonl" 2>/dev/null)"; echo "${n:-0}"; }
-# "epochs N/E, test accuracy A%" of a run folder.
+# "epoch N/E, test accuracy A%, ..., about T left" of a run folder.
 progress() {
     python3 - "$1/log.jsonl" <<'PY'
 import json, sys
-header, last = None, None
+header, epochs = None, []
 try:
     for line in open(sys.argv[1]):
         try:
@@ -93,15 +93,23 @@ try:
         if d.get("type") == "header":
             header = d
         elif d.get("type") == "epoch":
-            last = d
+            epochs.append(d)
 except OSError:
     pass
 total = (header or {}).get("epochs", "?")
-if last is None:
+if not epochs:
     print(f"no epoch finished (of {total})")
 else:
+    last = epochs[-1]
+    # The pace of the last few epochs (their median: one slow epoch does not swing it).
+    recent = sorted(e["seconds"] for e in epochs[-5:])
+    pace = recent[len(recent) // 2]
+    left = ""
+    if isinstance(total, int) and total > last["epoch"]:
+        m = round((total - last["epoch"]) * pace / 60)
+        left = f", about {m // 60} h {m % 60:02d} min left at that pace" if m >= 60 else f", about {m} min left at that pace"
     print(f"epoch {last['epoch']}/{total}, test accuracy {last['test_acc']:.2f}%, "
-          f"train loss {last['train_loss']:.4f}, {last['seconds']:.1f} s per epoch")
+          f"train loss {last['train_loss']:.4f}, {last['seconds']:.1f} s per epoch{left}")
 PY
 }
 
