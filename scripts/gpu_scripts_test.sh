@@ -15,7 +15,8 @@
 #   4. here: --unpack, then --report prints the table; --publish writes the logs, the table
 #      and the curves (and refuses unfinished runs).
 # Then cpu_table.sh (gpu_table.sh --device cpu): two runs stopped after an epoch, resumed to the
-# end, reported done, a third stopped by SIGTERM with its training process, and the table
+# end, reported done, a third stopped by SIGTERM with its training process (a second
+# cpu_table.sh on the same runs refused meanwhile), and the table
 # published under the cpu names. Also checks that gpu_session.sh refuses gpu_table.sh's own
 # modes.
 #
@@ -112,13 +113,18 @@ LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh "${TABLE[@]}" --runs "$T/cpu" -
     { cat "$T/cpu2.log"; fail "cpu_table.sh (resumed) exited non-zero"; }
 [ "$(cpu_calls | grep -c -- '--resume')" = 2 ] || fail "the cpu table did not resume both runs: $(cpu_calls)"
 for m in 1 2; do [ "$(epochs "$T/cpu/tiny-m$m")" = 2 ] || fail "cpu tiny-m$m: $(epochs "$T/cpu/tiny-m$m") epochs"; done
-grep -q "^tiny-m1: done" <(LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh "${TABLE[@]}" --runs "$T/cpu") ||
-    fail "a finished cpu table was not reported done"
+LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh "${TABLE[@]}" --runs "$T/cpu" > "$T/cpu-done.log" 2>&1
+grep -q "^tiny-m1: done" "$T/cpu-done.log" || fail "a finished cpu table was not reported done"
 # SIGTERM (as Ctrl-C, which a background job here would ignore) stops the training with the script.
 LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh --preset tiny --margins 3 --epochs 50 --runs "$T/cpu" > "$T/cpu3.log" 2>&1 &
 table_pid=$!
 for _ in $(seq 100); do pgrep -f -- "--out $T/cpu/tiny-m3" > /dev/null && break; sleep 0.2; done
 pgrep -f -- "--out $T/cpu/tiny-m3" > /dev/null || fail "the m = 3 run did not start"
+# A second trainer on the same runs folder is refused while the first runs.
+rc=0
+LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh --preset tiny --margins 3 --epochs 50 --runs "$T/cpu" > "$T/cpu4.log" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "another gpu_table.sh or cpu_table.sh is training in $T/cpu" "$T/cpu4.log" ||
+    fail "a second cpu_table.sh on the same runs: exit $rc, $(cat "$T/cpu4.log")"
 kill -TERM "$table_pid"
 rc=0; wait "$table_pid" || rc=$?
 [ "$rc" = 130 ] || fail "cpu_table.sh stopped with exit $rc, want 130"

@@ -178,6 +178,11 @@ publish)
     echo "wrote ${logs[*]}, $RESULTS/$PRESET-$TAG.md, $RESULTS/$PRESET-$TAG-curves.png"
     ;;
 run)
+    # One trainer per runs folder: a second one would train the same runs twice over.
+    if command -v flock > /dev/null; then
+        exec 9> "$RUNS/.lock"
+        flock -n 9 || die "another gpu_table.sh or cpu_table.sh is training in $RUNS; stop it first (or pass another --runs)"
+    fi
     data_args=()
     if [ "$DEVICE" = cuda ]; then
         # BIN (the bundled binary) and DATA (the bundled MNIST); see gpu_bundle_env.sh.
