@@ -109,6 +109,7 @@ __device__ __forceinline__ void lds4(const float* p, float* r) {
     r[2] = v.z;
     r[3] = v.w;
 #else
+    emu_check_aligned(p, 16, "lds4 (a float4 load from shared memory)");
     r[0] = p[0];
     r[1] = p[1];
     r[2] = p[2];

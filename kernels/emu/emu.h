@@ -44,6 +44,15 @@ inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 
+// A vector access a GPU faults on ("misaligned address") unless `p` is `bytes`-aligned: the
+// emulation's scalar stand-ins for such accesses check it.
+inline void emu_check_aligned(const void* p, unsigned bytes, const char* what) {
+    if (reinterpret_cast<uintptr_t>(p) % bytes != 0) {
+        std::fprintf(stderr, "fake libcuda: %s at %p, not %u-byte aligned\n", what, p, bytes);
+        std::abort();
+    }
+}
+
 // WMMA (TF32) for sgemm_tf32_*. The fragment layout is opaque in CUDA, so here every thread
 // holds the whole tile: loads read all of it, mma_sync computes all of it (k in order, fp32
 // sums of exact products), stores write all of it (the same values from every thread of the
