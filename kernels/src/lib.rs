@@ -147,6 +147,59 @@ pub fn module_of(kernel: &str) -> Option<&'static PtxModule> {
     MODULES.iter().find(|m| m.kernels.contains(&kernel))
 }
 
+/// A kernel parameter's type as PTX declares it: what a launch must pass in its place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamType {
+    /// `.u32` / `.s32` / `.b32`: `int`, `unsigned`.
+    U32,
+    /// `.u64` / `.s64` / `.b64`: pointers, `long long`.
+    U64,
+    /// `.f32`: `float`.
+    F32,
+    /// `.f64`: `double`.
+    F64,
+}
+
+impl ParamType {
+    /// The type of a PTX type suffix such as `.u64`; None for any other (8- and 16-bit
+    /// scalars, `.align N .b8` structs: no kernel here takes one).
+    pub fn from_ptx(t: &str) -> Option<Self> {
+        match t {
+            ".u32" | ".s32" | ".b32" => Some(Self::U32),
+            ".u64" | ".s64" | ".b64" => Some(Self::U64),
+            ".f32" => Some(Self::F32),
+            ".f64" => Some(Self::F64),
+            _ => None,
+        }
+    }
+}
+
+/// The parameters of kernel `name` in `ptx` (`.entry name(.param .u64 ..., ...)`), in order,
+/// each None where its type is not a [`ParamType`]; None when `ptx` does not define `name`.
+pub fn param_types<'a>(
+    ptx: &'a str,
+    name: &str,
+) -> Option<impl Iterator<Item = Option<ParamType>> + 'a> {
+    let mut rest = ptx;
+    let list = loop {
+        let at = rest.find(".entry ")? + ".entry ".len();
+        rest = &rest[at..];
+        if let Some(args) = rest
+            .strip_prefix(name)
+            .and_then(|after| after.trim_start().strip_prefix('('))
+        {
+            break &args[..args.find(')')?];
+        }
+    };
+    Some(list.split(',').filter(|p| !p.trim().is_empty()).map(|p| {
+        let mut words = p.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some(".param"), Some(t)) => ParamType::from_ptx(t),
+            _ => None,
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -182,6 +235,38 @@ mod tests {
             }
         }
         assert!(module_of("no_such_kernel").is_none());
+    }
+
+    #[test]
+    fn every_kernel_has_a_signature_of_known_types() {
+        for m in MODULES {
+            for k in m.kernels {
+                let params: Vec<_> = param_types(m.ptx, k)
+                    .unwrap_or_else(|| panic!("{k}: no .entry in {}.ptx", m.name))
+                    .collect();
+                assert!(!params.is_empty(), "{k}: no parameters");
+                assert!(params.iter().all(Option::is_some), "{k}: {params:?}");
+            }
+        }
+        // sgd_step(float* w, const float* g, float* buf, long long n, float lr,
+        //          float momentum, float wd, int first)
+        let sgd: Vec<_> = param_types(module_of("sgd_step").unwrap().ptx, "sgd_step")
+            .unwrap()
+            .collect();
+        use ParamType::*;
+        assert_eq!(
+            sgd,
+            [U64, U64, U64, U64, F32, F32, F32, U32].map(Some).to_vec()
+        );
+        // A name that only prefixes an entry, or none at all.
+        assert!(param_types(module_of("sgemm_nn").unwrap().ptx, "sgemm").is_none());
+        assert!(param_types("", "sgd_step").is_none());
+        let odd = ".entry k(\n\t.param .u8 k_param_0,\n\t.param .f64 k_param_1\n)\n{\n}";
+        assert_eq!(
+            param_types(odd, "k").unwrap().collect::<Vec<_>>(),
+            [None, Some(F64)]
+        );
+        assert_eq!(param_types(".entry e()\n{\n}", "e").unwrap().count(), 0);
     }
 
     #[test]

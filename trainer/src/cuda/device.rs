@@ -83,12 +83,41 @@ pub enum Arg {
     F64(f64),
 }
 
+/// Checks `args` against a kernel's parameters as its PTX declares them: as many, each of the
+/// matching type (a pointer or `I64` for `.u64`, `I32` for `.u32`, `F32`, `F64`). A mismatch
+/// would have the driver read past the argument list or misread a value.
+fn check_args(kernel: &str, params: &[kernels::ParamType], args: &[Arg]) -> Result<()> {
+    use kernels::ParamType as P;
+    if params.len() != args.len() {
+        bail!(
+            "kernel {kernel} takes {} arguments (its PTX), the launch passed {}",
+            params.len(),
+            args.len()
+        );
+    }
+    for (i, (p, a)) in params.iter().zip(args).enumerate() {
+        let fits = matches!(
+            (p, a),
+            (P::U64, Arg::Ptr(_) | Arg::I64(_))
+                | (P::U32, Arg::I32(_))
+                | (P::F32, Arg::F32(_))
+                | (P::F64, Arg::F64(_))
+        );
+        if !fits {
+            bail!("kernel {kernel}: argument {i} is {a:?}, its PTX parameter is {p:?}");
+        }
+    }
+    Ok(())
+}
+
 /// A launch grid: `(x, y, z)` blocks.
 pub type Grid = (u32, u32, u32);
 
 /// The device context with the trainer's kernels loaded.
 pub struct Gpu {
     functions: HashMap<&'static str, cu::CUfunction>,
+    /// Each loaded kernel's parameters, from its PTX: every launch is checked against them.
+    signatures: HashMap<&'static str, Vec<kernels::ParamType>>,
     /// Kernels of optional modules the driver refused, with the reason.
     unavailable: HashMap<&'static str, String>,
     stream: Stream,
@@ -140,6 +169,7 @@ impl Gpu {
         let stream = Stream::new(StreamFlags::DEFAULT, None).context("creating a stream")?;
         let mut modules = Vec::new();
         let mut functions = HashMap::new();
+        let mut signatures = HashMap::new();
         let mut unavailable = HashMap::new();
         for m in kernels::MODULES {
             let module = match Module::from_ptx(m.ptx, &[]) {
@@ -165,6 +195,15 @@ impl Gpu {
                     .get_function(k)
                     .with_context(|| format!("kernel {k} in {}.ptx", m.name))?;
                 functions.insert(k, f.to_raw());
+                let params = kernels::param_types(m.ptx, k)
+                    .and_then(|ps| ps.collect::<Option<Vec<_>>>())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "kernel {k}: {}.ptx declares no parameter list of known types",
+                            m.name
+                        )
+                    })?;
+                signatures.insert(k, params);
             }
             modules.push(module);
         }
@@ -176,6 +215,7 @@ impl Gpu {
         }
         Ok(Self {
             functions,
+            signatures,
             unavailable,
             stream,
             _modules: modules,
@@ -194,6 +234,11 @@ impl Gpu {
                 Some(why) => anyhow!("kernel {kernel} is unavailable: {why}"),
                 None => anyhow!("unknown kernel {kernel}"),
             })?;
+        let params = self
+            .signatures
+            .get(kernel)
+            .ok_or_else(|| anyhow!("kernel {kernel}: no signature"))?;
+        check_args(kernel, params, args)?;
         // Each argument in its own 8-byte slot; the driver reads as many bytes as the kernel's
         // parameter has, from the slot's start (little-endian).
         let mut slots: Vec<u64> = args
@@ -213,9 +258,9 @@ impl Gpu {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
-        // SAFETY: `f` is a kernel of a loaded module; `ptrs` holds one pointer per parameter
-        // (the kernels crate lists the signatures; the callers in this module match them), and
-        // the slots outlive the call, which copies the values.
+        // SAFETY: `f` is a kernel of a loaded module; `ptrs` holds one pointer per parameter,
+        // each to a slot of at least the parameter's size (`check_args` compared them with the
+        // kernel's PTX), and the slots outlive the call, which copies the values.
         let status = unsafe {
             cu::cuLaunchKernel(
                 f,
