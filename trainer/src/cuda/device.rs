@@ -115,9 +115,9 @@ pub type Grid = (u32, u32, u32);
 
 /// The device context with the trainer's kernels loaded.
 pub struct Gpu {
-    functions: HashMap<&'static str, cu::CUfunction>,
-    /// Each loaded kernel's parameters, from its PTX: every launch is checked against them.
-    signatures: HashMap<&'static str, Vec<kernels::ParamType>>,
+    /// Each loaded kernel with its parameters, read from its PTX: every launch is checked
+    /// against them.
+    functions: HashMap<&'static str, (cu::CUfunction, Vec<kernels::ParamType>)>,
     /// Kernels of optional modules the driver refused, with the reason.
     unavailable: HashMap<&'static str, String>,
     stream: Stream,
@@ -169,7 +169,6 @@ impl Gpu {
         let stream = Stream::new(StreamFlags::DEFAULT, None).context("creating a stream")?;
         let mut modules = Vec::new();
         let mut functions = HashMap::new();
-        let mut signatures = HashMap::new();
         let mut unavailable = HashMap::new();
         for m in kernels::MODULES {
             let module = match Module::from_ptx(m.ptx, &[]) {
@@ -194,7 +193,6 @@ impl Gpu {
                 let f = module
                     .get_function(k)
                     .with_context(|| format!("kernel {k} in {}.ptx", m.name))?;
-                functions.insert(k, f.to_raw());
                 let params = kernels::param_types(m.ptx, k)
                     .and_then(|ps| ps.collect::<Option<Vec<_>>>())
                     .ok_or_else(|| {
@@ -203,7 +201,7 @@ impl Gpu {
                             m.name
                         )
                     })?;
-                signatures.insert(k, params);
+                functions.insert(k, (f.to_raw(), params));
             }
             modules.push(module);
         }
@@ -215,7 +213,6 @@ impl Gpu {
         }
         Ok(Self {
             functions,
-            signatures,
             unavailable,
             stream,
             _modules: modules,
@@ -227,17 +224,14 @@ impl Gpu {
 
     /// Launches `kernel` on the stream (asynchronously).
     pub fn launch(&self, kernel: &str, grid: Grid, block: u32, args: &[Arg]) -> Result<()> {
-        let f = *self
-            .functions
-            .get(kernel)
-            .ok_or_else(|| match self.unavailable.get(kernel) {
-                Some(why) => anyhow!("kernel {kernel} is unavailable: {why}"),
-                None => anyhow!("unknown kernel {kernel}"),
-            })?;
-        let params = self
-            .signatures
-            .get(kernel)
-            .ok_or_else(|| anyhow!("kernel {kernel}: no signature"))?;
+        let (f, params) =
+            self.functions
+                .get(kernel)
+                .ok_or_else(|| match self.unavailable.get(kernel) {
+                    Some(why) => anyhow!("kernel {kernel} is unavailable: {why}"),
+                    None => anyhow!("unknown kernel {kernel}"),
+                })?;
+        let f = *f;
         check_args(kernel, params, args)?;
         // Each argument in its own 8-byte slot; the driver reads as many bytes as the kernel's
         // parameter has, from the slot's start (little-endian).
