@@ -29,7 +29,7 @@ extern thread_local ucontext_t* emu_sched;
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 
-// A kernel that synchronises must be marked so in fake_cuda.cpp's table, or its threads run
+// A kernel that synchronises must be marked so in kernels.cpp's table, or its threads run
 // one after another and the barrier would silently do nothing.
 inline void __syncthreads() {
     if (!emu_self) {
