@@ -163,14 +163,10 @@ pub enum CheckpointError {
 impl Checkpoint {
     /// Serialises to bytes (header, body, CRC).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        let body = Body::of(self, |e| (Metrics::of(e), e.device.clone()));
-        out.extend(postcard::to_allocvec(&body).expect("checkpoint serialises"));
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        framed(
+            VERSION,
+            &Body::of(self, |e| (Metrics::of(e), e.device.clone())),
+        )
     }
 
     /// Parses bytes written by [`to_bytes`](Self::to_bytes); `path` only names the source in
@@ -220,6 +216,16 @@ impl Checkpoint {
         })?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
+}
+
+/// A checkpoint file's bytes: magic, `version`, the postcard encoding of `body`, CRC-32.
+fn framed(version: u32, body: &impl Serialize) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend(postcard::to_allocvec(body).expect("checkpoint serialises"));
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
 }
 
 /// Decodes a `T` that takes up all of `bytes` (trailing bytes mean another layout).
@@ -301,16 +307,6 @@ mod tests {
             momentum: vec![vec![0.5, 0.25], vec![]],
             history: vec![epoch(1, Some("NVIDIA H200, fp32")), epoch(2, None)],
         }
-    }
-
-    /// Header, postcard body and CRC, as `to_bytes` frames them, for any version and body.
-    fn framed(version: u32, body: &impl Serialize) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&version.to_le_bytes());
-        out.extend(postcard::to_allocvec(body).unwrap());
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
     }
 
     #[test]
