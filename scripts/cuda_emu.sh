@@ -24,19 +24,23 @@ IMPL="$(grep -oE '^CUresult cu[A-Za-z0-9_]+' kernels/emu/fake_cuda.cpp | awk '{p
 } > "$DIR/rest.c"
 gcc -c -O1 -fPIC -o "$DIR/rest.o" "$DIR/rest.c"
 CXX=(g++ -std=c++20 -O2 -ffp-contract=off -fPIC -fvisibility=hidden -w)
-"${CXX[@]}" -c -o "$DIR/kernels.o" kernels/emu/kernels.cpp
-# The kernels' object holds no zero-initialised data but their __shared__ arrays (function
-# statics, `_ZZ...`): its .bss becomes the emu_shared section the driver fills with NaN before
-# each block. Anything else there would be overwritten, so refuse it.
-other="$(nm --defined-only "$DIR/kernels.o" | awk '$2 ~ /^[bB]$/ && $3 !~ /^_ZZ/ {print $3}')"
-[ -z "$other" ] || { echo "error: kernels.o has zero-initialised data besides __shared__ arrays: $other" >&2; exit 1; }
-[ -n "$(nm --defined-only "$DIR/kernels.o" | awk '$2 ~ /^[bB]$/')" ] ||
-    { echo "error: kernels.o has no __shared__ arrays in .bss (did the compiler move them?)" >&2; exit 1; }
-objcopy --rename-section .bss=emu_shared "$DIR/kernels.o"
+# Compiles a table of kernels (SRC) to OUT. The object holds no zero-initialised data but the
+# kernels' __shared__ arrays (function statics, `_ZZ...`): its .bss becomes the emu_shared section
+# the driver fills with NaN before each block. Anything else there would be overwritten, so refuse it.
+kernels_object() {
+    local src="$1" out="$2" other
+    "${CXX[@]}" -c -o "$out" "$src"
+    other="$(nm --defined-only "$out" | awk '$2 ~ /^[bB]$/ && $3 !~ /^_ZZ/ {print $3}')"
+    [ -z "$other" ] || { echo "error: $src has zero-initialised data besides __shared__ arrays: $other" >&2; exit 1; }
+    [ -n "$(nm --defined-only "$out" | awk '$2 ~ /^[bB]$/')" ] ||
+        { echo "error: $src has no __shared__ arrays in .bss (did the compiler move them?)" >&2; exit 1; }
+    objcopy --rename-section .bss=emu_shared "$out"
+}
+kernels_object kernels/emu/kernels.cpp "$DIR/kernels.o"
 "${CXX[@]}" -c -o "$DIR/fake_cuda.o" kernels/emu/fake_cuda.cpp
 g++ -shared -Wl,-soname,libcuda.so.1 -o "$DIR/libcuda.so.1" "$DIR/fake_cuda.o" "$DIR/kernels.o" "$DIR/rest.o"
-# Self-tests: the guard pages (in bounds runs, one float short dies naming the kernel) and the
-# launch limits.
+# Self-tests: the guard pages (in bounds runs, one float short dies naming the kernel), the
+# launch limits, and the other rules, each on a kernel that breaks it (mutants.cpp).
 g++ -std=c++20 -O1 -o "$DIR/driver_test" kernels/emu/driver_test.cpp -L"$DIR" -l:libcuda.so.1 -Wl,-rpath,"$DIR"
 for guard in after before; do
     FAKE_CUDA_GUARD=$guard "$DIR/driver_test" guard 1000 4000 > /dev/null ||
@@ -48,5 +52,22 @@ rc=0
     { echo "error: the fake driver's guard page missed an overrun (exit $rc): $(cat "$DIR/driver_test.out")" >&2; exit 1; }
 "$DIR/driver_test" limits > "$DIR/driver_test.out" 2>&1 ||
     { echo "error: the fake driver's launch limits: $(cat "$DIR/driver_test.out")" >&2; exit 1; }
+mkdir -p "$DIR/mutants"
+kernels_object kernels/emu/mutants.cpp "$DIR/mutants/kernels.o"
+g++ -shared -Wl,-soname,libcuda.so.1 -o "$DIR/mutants/libcuda.so.1" "$DIR/fake_cuda.o" "$DIR/mutants/kernels.o"
+g++ -std=c++20 -O1 -o "$DIR/mutants/driver_test" kernels/emu/driver_test.cpp -L"$DIR/mutants" -l:libcuda.so.1 \
+    -Wl,-rpath,"$DIR/mutants"
+for order in forward reverse; do
+    FAKE_CUDA_ORDER=$order "$DIR/mutants/driver_test" mutants > "$DIR/driver_test.out" 2>&1 ||
+        { echo "error: the fake driver let a broken kernel pass (FAKE_CUDA_ORDER=$order): $(cat "$DIR/driver_test.out")" >&2; exit 1; }
+done
+for kernel_message in "lds4_misaligned:lds4 (a float4 load from shared memory) at" \
+    "unmarked_barrier:__syncthreads in a kernel not marked as synchronising"; do
+    kernel="${kernel_message%%:*}"
+    rc=0
+    ("$DIR/mutants/driver_test" dies "$kernel"; exit $?) > "$DIR/driver_test.out" 2>&1 || rc=$?  # (...; exit): the subshell, not this script, reports the abort
+    [ "$rc" = 134 ] && grep -qF "${kernel_message#*:}" "$DIR/driver_test.out" ||
+        { echo "error: the fake driver did not stop $kernel (exit $rc): $(cat "$DIR/driver_test.out")" >&2; exit 1; }
+done
 echo "fake libcuda (CPU emulation): $DIR/libcuda.so.1"
 echo "run with: LD_LIBRARY_PATH=$DIR target/cuda/release/lsoftmax gpu-check --quick"

@@ -200,6 +200,92 @@ pub fn param_types<'a>(
     }))
 }
 
+/// A kernel launch argument, for one parameter. Pointers are raw device addresses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arg {
+    /// A device pointer (0 for null).
+    Ptr(u64),
+    /// `int`.
+    I32(i32),
+    /// `long long`.
+    I64(i64),
+    /// `float`.
+    F32(f32),
+    /// `double`.
+    F64(f64),
+}
+
+impl ParamType {
+    /// Whether `arg` may be passed for a parameter of this type: a pointer or `I64` for
+    /// `.u64`, `I32` for `.u32`, `F32` for `.f32`, `F64` for `.f64`.
+    pub fn accepts(self, arg: Arg) -> bool {
+        matches!(
+            (self, arg),
+            (Self::U64, Arg::Ptr(_) | Arg::I64(_))
+                | (Self::U32, Arg::I32(_))
+                | (Self::F32, Arg::F32(_))
+                | (Self::F64, Arg::F64(_))
+        )
+    }
+}
+
+/// Why a launch's arguments do not fit a kernel's parameters ([`check_args`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArgMismatch {
+    /// The launch passes a different number of arguments than the kernel has parameters.
+    Count {
+        /// Parameters in the kernel's PTX.
+        params: usize,
+        /// Arguments of the launch.
+        args: usize,
+    },
+    /// Argument `index` does not fit its parameter.
+    Type {
+        /// Position in the argument list, from 0.
+        index: usize,
+        /// The argument passed.
+        arg: Arg,
+        /// The parameter's type in the PTX.
+        param: ParamType,
+    },
+}
+
+impl core::fmt::Display for ArgMismatch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Count { params, args } => write!(
+                f,
+                "its PTX declares {params} parameters, the launch passed {args} arguments"
+            ),
+            Self::Type { index, arg, param } => write!(
+                f,
+                "argument {index} is {arg:?}, its PTX parameter is {param:?}"
+            ),
+        }
+    }
+}
+
+/// Checks a launch's `args` against a kernel's `params` (from [`param_types`]): as many, each
+/// one [`ParamType::accepts`]. A launch that passes this check gives the driver a value of the
+/// right size for every parameter; one that fails it would have the driver read past the
+/// argument list or misread a value.
+pub fn check_args(params: &[ParamType], args: &[Arg]) -> Result<(), ArgMismatch> {
+    if params.len() != args.len() {
+        return Err(ArgMismatch::Count {
+            params: params.len(),
+            args: args.len(),
+        });
+    }
+    match params.iter().zip(args).position(|(p, a)| !p.accepts(*a)) {
+        Some(index) => Err(ArgMismatch::Type {
+            index,
+            arg: args[index],
+            param: params[index],
+        }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -267,6 +353,73 @@ mod tests {
             [None, Some(F64)]
         );
         assert_eq!(param_types(".entry e()\n{\n}", "e").unwrap().count(), 0);
+    }
+
+    #[test]
+    fn launch_arguments_are_checked_against_the_ptx() {
+        use ParamType::*;
+        let sgd: Vec<ParamType> = param_types(module_of("sgd_step").unwrap().ptx, "sgd_step")
+            .unwrap()
+            .map(Option::unwrap)
+            .collect();
+        // What the trainer's ops::sgd_step passes.
+        let mut args = [
+            Arg::Ptr(0x1000),
+            Arg::Ptr(0x2000),
+            Arg::Ptr(0x3000),
+            Arg::I64(1000),
+            Arg::F32(0.1),
+            Arg::F32(0.9),
+            Arg::F32(5e-4),
+            Arg::I32(1),
+        ];
+        assert_eq!(check_args(&sgd, &args), Ok(()));
+        // A `long long` where the kernel takes an `int`, and the other way round.
+        args[7] = Arg::I64(1);
+        let wrong = check_args(&sgd, &args);
+        assert_eq!(
+            wrong,
+            Err(ArgMismatch::Type {
+                index: 7,
+                arg: Arg::I64(1),
+                param: U32
+            })
+        );
+        assert_eq!(
+            format!("{}", wrong.unwrap_err()),
+            "argument 7 is I64(1), its PTX parameter is U32"
+        );
+        args[7] = Arg::I32(1);
+        args[3] = Arg::I32(1000);
+        assert!(matches!(
+            check_args(&sgd, &args),
+            Err(ArgMismatch::Type { index: 3, .. })
+        ));
+        args[3] = Arg::I64(1000);
+        // A float for a double, and a missing or extra argument.
+        args[4] = Arg::F64(0.1);
+        assert!(check_args(&sgd, &args).is_err());
+        args[4] = Arg::F32(0.1);
+        assert_eq!(
+            check_args(&sgd, &args[..7]),
+            Err(ArgMismatch::Count { params: 8, args: 7 })
+        );
+        let mut more = args.to_vec();
+        more.push(Arg::I32(0));
+        assert!(check_args(&sgd, &more).is_err());
+        // Every type accepts exactly its own kinds of argument.
+        let kinds = [
+            Arg::Ptr(0),
+            Arg::I32(0),
+            Arg::I64(0),
+            Arg::F32(0.0),
+            Arg::F64(0.0),
+        ];
+        let accepted = |p: ParamType| kinds.iter().map(|a| p.accepts(*a)).collect::<Vec<_>>();
+        assert_eq!(accepted(U64), [true, false, true, false, false]);
+        assert_eq!(accepted(U32), [false, true, false, false, false]);
+        assert_eq!(accepted(F32), [false, false, false, true, false]);
+        assert_eq!(accepted(F64), [false, false, false, false, true]);
     }
 
     #[test]

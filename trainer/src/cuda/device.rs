@@ -68,47 +68,8 @@ pub(crate) fn check(status: cu::CUresult, what: &str) -> Result<()> {
     Err(anyhow!("CUDA error in {what}: {msg}"))
 }
 
-/// A kernel argument. Pointers are raw device addresses (see [`DevBuf::ptr`]).
-#[derive(Clone, Copy, Debug)]
-pub enum Arg {
-    /// A device pointer (0 for null).
-    Ptr(u64),
-    /// `int`.
-    I32(i32),
-    /// `long long`.
-    I64(i64),
-    /// `float`.
-    F32(f32),
-    /// `double`.
-    F64(f64),
-}
-
-/// Checks `args` against a kernel's parameters as its PTX declares them: as many, each of the
-/// matching type (a pointer or `I64` for `.u64`, `I32` for `.u32`, `F32`, `F64`). A mismatch
-/// would have the driver read past the argument list or misread a value.
-fn check_args(kernel: &str, params: &[kernels::ParamType], args: &[Arg]) -> Result<()> {
-    use kernels::ParamType as P;
-    if params.len() != args.len() {
-        bail!(
-            "kernel {kernel} takes {} arguments (its PTX), the launch passed {}",
-            params.len(),
-            args.len()
-        );
-    }
-    for (i, (p, a)) in params.iter().zip(args).enumerate() {
-        let fits = matches!(
-            (p, a),
-            (P::U64, Arg::Ptr(_) | Arg::I64(_))
-                | (P::U32, Arg::I32(_))
-                | (P::F32, Arg::F32(_))
-                | (P::F64, Arg::F64(_))
-        );
-        if !fits {
-            bail!("kernel {kernel}: argument {i} is {a:?}, its PTX parameter is {p:?}");
-        }
-    }
-    Ok(())
-}
+/// A kernel argument (defined with the kernels' parameter types, which it is checked against).
+pub use kernels::Arg;
 
 /// A launch grid: `(x, y, z)` blocks.
 pub type Grid = (u32, u32, u32);
@@ -232,7 +193,7 @@ impl Gpu {
                     None => anyhow!("unknown kernel {kernel}"),
                 })?;
         let f = *f;
-        check_args(kernel, params, args)?;
+        kernels::check_args(params, args).map_err(|e| anyhow!("kernel {kernel}: {e}"))?;
         // Each argument in its own 8-byte slot; the driver reads as many bytes as the kernel's
         // parameter has, from the slot's start (little-endian).
         let mut slots: Vec<u64> = args
