@@ -7,10 +7,6 @@
 // the driver fills with NaN before every block, as a GPU gives a block shared memory holding
 // whatever was there before. The unnamed namespace gives the kernels' templates internal
 // linkage, so their statics land in .bss too rather than in COMDAT sections of their own.
-#include <cstddef>
-#include <type_traits>
-#include <utility>
-
 #include "emu.h"
 #include "kernels.h"
 
@@ -27,25 +23,10 @@ namespace {
 #include "../cuda/prelu.cu"
 #include "../cuda/sgd.cu"
 
-template <class... A, std::size_t... I>
-void invoke_impl(void (*f)(A...), void** p, std::index_sequence<I...>) {
-    f(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(p[I])...);
-}
-
-template <class... A>
-void invoke_with(void (*f)(A...), void** p) {
-    invoke_impl(f, p, std::index_sequence_for<A...>{});
-}
-
-// Calls kernel F with the arguments of a launch.
-template <auto F>
-void invoke(void** p) {
-    invoke_with(F, p);
-}
 }  // namespace
 
 const EmuKernel emu_kernels[] = {
-#define K(n, s) EmuKernel{#n, s, &invoke<&n>}
+#define K EMU_KERNEL
     K(sgemm_nn, true), K(sgemm_nt, true), K(sgemm_tn, true), K(gemm_splitk_reduce, false),
     K(sgemm_wide_nn, true), K(sgemm_wide_nt, true), K(sgemm_wide_tn, true),
     K(sgemm_tf32_nn, true), K(sgemm_tf32_nt, true), K(sgemm_tf32_tn, true),

@@ -16,10 +16,6 @@
 //                        (its threads would run one after another and the barrier do nothing).
 //
 // Overruns and launch limits have their own cases in driver_test.cpp.
-#include <cstddef>
-#include <type_traits>
-#include <utility>
-
 #include "emu.h"
 #include "kernels.h"
 
@@ -82,19 +78,10 @@ __global__ void unmarked_barrier(const float* x, float* out, int n) {
     __syncthreads();
 }
 
-template <class... A, std::size_t... I>
-void invoke_impl(void (*f)(A...), void** p, std::index_sequence<I...>) {
-    f(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(p[I])...);
-}
-
-template <auto F>
-void invoke(void** p) {
-    invoke_impl(F, p, std::make_index_sequence<3>{});
-}
 }  // namespace
 
 const EmuKernel emu_kernels[] = {
-#define K(n, s) EmuKernel{#n, s, &invoke<&n>}
+#define K EMU_KERNEL
     K(sum_ok, true),         K(sum_no_barrier, true),  K(sum_unpadded, true),
     K(accumulate_unzeroed, false), K(lds4_misaligned, true), K(unmarked_barrier, false),
 #undef K
