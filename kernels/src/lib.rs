@@ -396,7 +396,7 @@ mod tests {
             Err(ArgMismatch::Type { index: 3, .. })
         ));
         args[3] = Arg::I64(1000);
-        // A float for a double, and a missing or extra argument.
+        // A `double` where the kernel takes a `float`, and a missing or extra argument.
         args[4] = Arg::F64(0.1);
         assert!(check_args(&sgd, &args).is_err());
         args[4] = Arg::F32(0.1);
