@@ -61,13 +61,16 @@ for order in forward reverse; do
     FAKE_CUDA_ORDER=$order "$DIR/mutants/driver_test" mutants > "$DIR/driver_test.out" 2>&1 ||
         { echo "error: the fake driver let a broken kernel pass (FAKE_CUDA_ORDER=$order): $(cat "$DIR/driver_test.out")" >&2; exit 1; }
 done
-for kernel_message in "lds4_misaligned:lds4 (a float4 load from shared memory) at" \
-    "unmarked_barrier:__syncthreads in a kernel not marked as synchronising"; do
-    kernel="${kernel_message%%:*}"
+# KERNEL:EXIT:MESSAGE [ENV]: the mutant must stop with that exit status and message.
+for case in "lds4_misaligned:134:lds4 (a float4 load from shared memory) at" \
+    "unmarked_barrier:134:__syncthreads in a kernel not marked as synchronising" \
+    "read_before_start:86:kernel read_before_start touched 4 bytes before the start of a 256-byte device buffer:FAKE_CUDA_GUARD=before"; do
+    IFS=: read -r kernel want message env <<< "$case"
     rc=0
-    ("$DIR/mutants/driver_test" dies "$kernel"; exit $?) > "$DIR/driver_test.out" 2>&1 || rc=$?  # (...; exit): the subshell, not this script, reports the abort
-    [ "$rc" = 134 ] && grep -qF "${kernel_message#*:}" "$DIR/driver_test.out" ||
-        { echo "error: the fake driver did not stop $kernel (exit $rc): $(cat "$DIR/driver_test.out")" >&2; exit 1; }
+    # (...; exit): the subshell, not this script, reports the abort.
+    (env $env "$DIR/mutants/driver_test" dies "$kernel"; exit $?) > "$DIR/driver_test.out" 2>&1 || rc=$?
+    [ "$rc" = "$want" ] && grep -qF "$message" "$DIR/driver_test.out" ||
+        { echo "error: the fake driver did not stop $kernel (exit $rc, expected $want): $(cat "$DIR/driver_test.out")" >&2; exit 1; }
 done
 echo "fake libcuda (CPU emulation): $DIR/libcuda.so.1"
 echo "run with: LD_LIBRARY_PATH=$DIR target/cuda/release/lsoftmax gpu-check --quick"

@@ -14,8 +14,10 @@
 //                        gemm.cu's own lds4: aborts ("misaligned address" on a GPU).
 //   unmarked_barrier     calls __syncthreads but is not marked as synchronising below: aborts
 //                        (its threads would run one after another and the barrier do nothing).
+//   read_before_start    reads the float before its input buffer: with the guard page before the
+//                        buffers (FAKE_CUDA_GUARD=before), dies naming the kernel.
 //
-// Overruns and launch limits have their own cases in driver_test.cpp.
+// Overruns past the end and the launch limits have their own cases in driver_test.cpp.
 #include "emu.h"
 #include "kernels.h"
 
@@ -78,12 +80,18 @@ __global__ void unmarked_barrier(const float* x, float* out, int n) {
     __syncthreads();
 }
 
+__global__ void read_before_start(const float* x, float* out, int n) {
+    const int t = threadIdx.x;
+    if (t < n) out[t] = x[t - 1];  // x[-1] for thread 0
+}
+
 }  // namespace
 
 const EmuKernel emu_kernels[] = {
 #define K EMU_KERNEL
     K(sum_ok, true),         K(sum_no_barrier, true),  K(sum_unpadded, true),
     K(accumulate_unzeroed, false), K(lds4_misaligned, true), K(unmarked_barrier, false),
+    K(read_before_start, false),
 #undef K
 };
 const unsigned emu_kernel_count = sizeof emu_kernels / sizeof emu_kernels[0];
