@@ -9,8 +9,9 @@
 //                               the control and the kernels whose bug shows as a wrong or NaN
 //                               result, and checks each result (FAKE_CUDA_ORDER decides which
 //                               are expected right).
-//   driver_test dies KERNEL     against the same driver: launches KERNEL, which must abort (the
-//                               script checks the exit status and the message).
+//   driver_test dies KERNEL     against the same driver: launches KERNEL, which must stop the
+//                               process (abort, or die at a guard page; the script checks the
+//                               exit status and the message).
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>

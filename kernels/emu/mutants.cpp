@@ -26,7 +26,7 @@ namespace {
 
 constexpr int kThreads = 64;  // the block size every case launches with
 
-__device__ float block_sum(const float* s) {
+__device__ float sum_of_slots(const float* s) {
     float a = 0.f;
     for (int i = 0; i < kThreads; ++i) a += s[i];
     return a;
@@ -37,7 +37,7 @@ __global__ void sum_ok(const float* x, float* out, int n) {
     const int t = threadIdx.x;
     s[t] = t < n ? x[t] : 0.f;
     __syncthreads();
-    if (t == kThreads - 1) out[0] = block_sum(s);
+    if (t == kThreads - 1) out[0] = sum_of_slots(s);
 }
 
 __global__ void sum_no_barrier(const float* x, float* out, int n) {
@@ -46,7 +46,7 @@ __global__ void sum_no_barrier(const float* x, float* out, int n) {
     s[t] = 0.f;
     __syncthreads();
     s[t] = t < n ? x[t] : 0.f;
-    if (t == kThreads - 1) out[0] = block_sum(s);  // needs a __syncthreads() before it
+    if (t == kThreads - 1) out[0] = sum_of_slots(s);  // needs a __syncthreads() before it
 }
 
 __global__ void sum_unpadded(const float* x, float* out, int n) {
@@ -54,7 +54,7 @@ __global__ void sum_unpadded(const float* x, float* out, int n) {
     const int t = threadIdx.x;
     if (t < n) s[t] = x[t];  // slots n.. stay unwritten
     __syncthreads();
-    if (t == kThreads - 1) out[0] = block_sum(s);
+    if (t == kThreads - 1) out[0] = sum_of_slots(s);
 }
 
 __global__ void accumulate_unzeroed(const float* x, float* out, int n) {
