@@ -8,6 +8,8 @@
 #   bash scripts/cpu_table.sh                          # train (or resume) all four; no deadline
 #   bash scripts/cpu_table.sh --margins 4 --minutes 60 # m = 4 only, for at most an hour
 #   bash scripts/cpu_table.sh --report                 # progress and the markdown table
+#   bash scripts/cpu_table.sh --save                   # into docs/results/progress/cpu: commit it,
+#                                                      # and a new machine's checkout resumes there
 #   bash scripts/cpu_table.sh --publish                # when all are done: docs/results/paper-cpu*
 #
 # Runs live in runs/cpu-table (--runs DIR), each with checkpoint.bin, log.jsonl and train.out

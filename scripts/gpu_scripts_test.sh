@@ -17,7 +17,8 @@
 # Then cpu_table.sh (gpu_table.sh --device cpu): two runs stopped after an epoch, resumed to the
 # end, reported done, a third stopped by SIGTERM with its training process (a second
 # cpu_table.sh on the same runs refused meanwhile), and the table
-# published under the cpu names. Also checks that gpu_session.sh refuses gpu_table.sh's own
+# published under the cpu names; --save of the runs into --progress, and a fresh runs folder
+# restored from it by run (which resumes), --report and --publish. Also checks that gpu_session.sh refuses gpu_table.sh's own
 # modes.
 #
 #   bash scripts/gpu_scripts_test.sh      # about a minute; needs data/mnist (scripts/setup.sh)
@@ -41,7 +42,8 @@ EOF
 chmod +x "$T/fake"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 epochs() { grep -c '"type":"epoch"' "$1/log.jsonl"; }
-TABLE=(--preset tiny --margins 1,2 --epochs 2)
+# Each table saves into (and restores from) the test's own --progress, never docs/results/progress.
+TABLE=(--preset tiny --margins 1,2 --epochs 2 --progress "$T/progress")
 # gpu_check.sh's TF32 accuracy comparison, small.
 export GPU_CHECK_INFO_TRAIN="--preset tiny --epochs 1 --train-limit 256"
 
@@ -136,12 +138,52 @@ for f in logs/tiny-cpu-m1.jsonl logs/tiny-cpu-m2.jsonl tiny-cpu.md tiny-cpu-curv
 done
 grep -q "^| tiny-cpu-m2 | tiny | 2 | 2 | .* | CPU |$" "$T/cpu-results/tiny-cpu.md" ||
     { cat "$T/cpu-results/tiny-cpu.md"; fail "the published cpu table lacks the tiny-cpu-m2 row"; }
+
+echo "== cpu_table.sh --save: a new machine's runs folder resumes from the committed copy"
+# Two runs stopped after one epoch, saved, the runs folder lost (a new machine), then resumed.
+SAVE=(--preset tiny --margins 1,2 --epochs 2 --progress "$T/saved")
+LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh "${SAVE[@]}" --runs "$T/old" \
+    -- --train-limit 512 --stop-after 1 > "$T/save1.log" 2>&1 || { cat "$T/save1.log"; fail "cpu_table.sh (to save) exited non-zero"; }
+rc=0
+bash scripts/cpu_table.sh "${SAVE[@]}" --runs "$T/empty" --save > "$T/save0.log" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "no run with a checkpoint in $T/empty" "$T/save0.log" || fail "--save of no runs: exit $rc, $(cat "$T/save0.log")"
+bash scripts/cpu_table.sh "${SAVE[@]}" --runs "$T/old" --save > "$T/save2.log"
+for m in 1 2; do
+    for f in checkpoint.bin log.jsonl train.out; do
+        cmp -s "$T/old/tiny-m$m/$f" "$T/saved/tiny-m$m/$f" || fail "--save: tiny-m$m/$f differs from the run's"
+    done
+done
+[ -z "$(find "$T/saved" -name '.copy.*')" ] || fail "--save left a temporary folder"
+# --report from a fresh runs folder restores and reports the saved epoch.
+bash scripts/cpu_table.sh "${SAVE[@]}" --runs "$T/new-report" --report > "$T/save-report.log"
+grep -q "^tiny-m2: restored from $T/saved/tiny-m2 (1 epochs)" "$T/save-report.log" || { cat "$T/save-report.log"; fail "--report did not restore"; }
+grep -q "^| tiny-m2 | tiny | 2 | 1 |" "$T/save-report.log" || { cat "$T/save-report.log"; fail "--report of the restored runs"; }
+before="$(grep -c "^train .* --out $T/new/" "$T/calls.log" || true)"
+LSOFTMAX_BIN="$T/fake" bash scripts/cpu_table.sh "${SAVE[@]}" --runs "$T/new" -- --train-limit 512 > "$T/save3.log" 2>&1 ||
+    { cat "$T/save3.log"; fail "cpu_table.sh (restored) exited non-zero"; }
+[ "$before" = 0 ] && [ "$(grep "^train .* --out $T/new/" "$T/calls.log" | grep -c -- '--resume')" = 2 ] ||
+    fail "the restored runs did not resume: $(grep "^train .* --out $T/new/" "$T/calls.log")"
+for m in 1 2; do
+    [ "$(epochs "$T/new/tiny-m$m")" = 2 ] || fail "restored tiny-m$m: $(epochs "$T/new/tiny-m$m") epochs"
+    # The saved copy is what was committed: running does not touch it.
+    [ "$(epochs "$T/saved/tiny-m$m")" = 1 ] || fail "the run changed the saved tiny-m$m"
+done
+# Resuming from the saved checkpoint is the same as running straight through (one machine).
+[ "$(grep '"epoch":2,' "$T/new/tiny-m1/log.jsonl" | sed 's/"seconds".*//')" = \
+  "$(grep '"epoch":2,' "$T/cpu/tiny-m1/log.jsonl" | sed 's/"seconds".*//')" ] ||
+    fail "epoch 2 after a restore differs from the straight run's"
+# A runs folder ahead of the saved copy is kept as it is.
+bash scripts/cpu_table.sh "${SAVE[@]}" --runs "$T/new" --report > "$T/save-report2.log"
+grep -q "restored" "$T/save-report2.log" && fail "--report restored over runs that were ahead"
+bash scripts/cpu_table.sh "${SAVE[@]}" --runs "$T/new" --save > /dev/null
+[ "$(epochs "$T/saved/tiny-m1")" = 2 ] || fail "--save did not replace the older saved run"
+
 rc=0
 bash scripts/cpu_table.sh --device gpu > "$T/bad.log" 2>&1 || rc=$?
 [ "$rc" = 2 ] && grep -q "must be cuda or cpu" "$T/bad.log" || fail "--device gpu: exit $rc, $(cat "$T/bad.log")"
 
 echo "== gpu_session.sh refuses gpu_table.sh's own modes"
-for bad in --report --unpack --publish --minutes; do
+for bad in --report --unpack --publish --save --minutes; do
     rc=0
     GPU_BIN="$T/fake" bash scripts/gpu_session.sh 3 "$bad" x > "$T/bad.log" 2>&1 || rc=$?
     [ "$rc" = 2 ] || fail "gpu_session.sh $bad: exit $rc, want 2"

@@ -37,7 +37,7 @@ done
 [ -n "$RUNS" ] || { echo "error: --runs needs a folder" >&2; exit 2; }
 for a in "${TABLE_ARGS[@]}"; do
     case "$a" in
-        --unpack | --report | --publish | --minutes) echo "error: $a is gpu_table.sh's own; gpu_session.sh runs the table" >&2; exit 2 ;;
+        --unpack | --report | --publish | --save | --minutes) echo "error: $a is gpu_table.sh's own; gpu_session.sh runs the table" >&2; exit 2 ;;
         --) break ;;
     esac
 done

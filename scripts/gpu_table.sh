@@ -9,6 +9,8 @@
 #   there: bash scripts/gpu_table.sh --minutes 8        # carry .cache/gpu-bundle and .cache/gpu-runs
 #   here:  bash scripts/gpu_table.sh --unpack DIR       # DIR: the call's files (paper-mM.tar)
 #          bash scripts/gpu_table.sh --report           # progress and the markdown table
+#          bash scripts/gpu_table.sh --save             # the runs into docs/results/progress/gpu
+#                                                       # (commit it: the next machine resumes there)
 #          bash scripts/gpu_table.sh --publish          # when all runs are done: logs, table and
 #                                                       # curves into docs/results (commit them)
 #
@@ -20,6 +22,13 @@
 # and files are named P-mM), --jobs N (runs at once, default: all), --runs DIR (default
 # .cache/gpu-runs); anything after `--` goes to `lsoftmax train` (e.g. `-- --train-limit 2000`
 # for a trial).
+#
+# Runs outlive the machine only through git: a session's machine is new, its runs folder empty.
+# --save copies each run's checkpoint, log and console output into --progress DIR (default
+# docs/results/progress/TAG, TAG being gpu or cpu; commit it), and every mode first restores from
+# there each run the runs folder lacks or has fewer epochs of, so a fresh checkout resumes, reports
+# and publishes where the last saved session stopped. Safe while the runs train (a checkpoint is
+# copied before its log; a resume keeps the log's epochs the checkpoint covers).
 #
 # --device cpu (what scripts/cpu_table.sh passes) trains the same table on this machine's CPU
 # instead, with this checkout's `lsoftmax` (built when missing; $LSOFTMAX_BIN replaces it): one
@@ -45,6 +54,7 @@ RUNS=
 FROM=
 RESULTS=docs/results
 PARTIAL=0
+PROGRESS=
 EXTRA=()
 die() { echo "error: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -61,6 +71,8 @@ while [ $# -gt 0 ]; do
         --publish) MODE=publish; shift ;;
         --results) RESULTS="${2:?--results needs a folder}"; shift 2 ;;
         --partial) PARTIAL=1; shift ;;
+        --save) MODE=save; shift ;;
+        --progress) PROGRESS="${2:?--progress needs a folder}"; shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
         *) die "unknown argument '$1' (see the comment at the top of $0)" ;;
     esac
@@ -75,6 +87,7 @@ esac
 [[ "$JOBS" =~ ^[0-9]+$ ]] || die "--jobs must be a whole number, got '$JOBS'"
 [[ "$MARGINS" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--margins must look like 1,2,3,4, got '$MARGINS'"
 IFS=, read -r -a MS <<< "$MARGINS"
+: "${PROGRESS:=docs/results/progress/$TAG}"
 mkdir -p "$RUNS"
 
 # Epoch lines in a run's log (0 without one).
@@ -113,6 +126,33 @@ else:
 PY
 }
 
+# Copy run folder $1's checkpoint, log and console output into folder $2 by way of a temporary
+# folder beside it, swapped in whole: an interruption leaves $2 as it was. The checkpoint goes
+# first: if an epoch ends meanwhile the log is the newer, which a resume trims to the checkpoint.
+copy_run() {
+    local src="$1" dst="$2" tmp
+    [ -f "$src/checkpoint.bin" ] || return 1
+    mkdir -p "$(dirname "$dst")"
+    tmp="$(mktemp -d "$(dirname "$dst")/.copy.XXXXXX")" && chmod 755 "$tmp"
+    cp "$src/checkpoint.bin" "$tmp/" && cp "$src/log.jsonl" "$tmp/" &&
+        { [ ! -f "$src/train.out" ] || cp "$src/train.out" "$tmp/"; } || { rm -rf "$tmp"; return 1; }
+    [ -d "$dst" ] && mv "$dst" "$dst.old"
+    mv "$tmp" "$dst" && rm -rf "$dst.old"
+}
+# Every run of --progress that the runs folder lacks or is behind on, copied into it.
+restore_runs() {
+    local m saved run
+    for m in "${MS[@]}"; do
+        saved="$PROGRESS/$PRESET-m$m"
+        run="$RUNS/$PRESET-m$m"
+        [ -f "$saved/checkpoint.bin" ] || continue
+        if [ ! -f "$run/checkpoint.bin" ] || [ "$(epochs_done "$run")" -lt "$(epochs_done "$saved")" ]; then
+            copy_run "$saved" "$run" || die "cannot restore $saved into $run"
+            echo "$PRESET-m$m: restored from $saved ($(epochs_done "$run") epochs)"
+        fi
+    done
+}
+
 # The lsoftmax of this checkout (built when missing).
 lsoftmax() {
     if [ -x target/release/lsoftmax ]; then
@@ -122,7 +162,22 @@ lsoftmax() {
     fi
 }
 
+# Report and publish read the saved runs too; run restores them once it holds the lock.
+case "$MODE" in report|publish) restore_runs ;; esac
+
 case "$MODE" in
+save)
+    saved_any=0
+    for m in "${MS[@]}"; do
+        d="$RUNS/$PRESET-m$m"
+        [ -f "$d/checkpoint.bin" ] || continue
+        copy_run "$d" "$PROGRESS/$PRESET-m$m" || die "cannot copy $d into $PROGRESS"
+        echo "$PRESET-m$m: saved into $PROGRESS/$PRESET-m$m ($(progress "$d"))"
+        saved_any=1
+    done
+    [ "$saved_any" = 1 ] || die "no run with a checkpoint in $RUNS for margins $MARGINS"
+    echo "commit $PROGRESS to carry the runs to the next machine"
+    ;;
 unpack)
     [ -d "$FROM" ] || die "$FROM is not a folder"
     found=0
@@ -183,6 +238,7 @@ run)
         exec 9> "$RUNS/.lock"
         flock -n 9 || die "another gpu_table.sh or cpu_table.sh is training in $RUNS; stop it first (or pass another --runs)"
     fi
+    restore_runs
     data_args=()
     if [ "$DEVICE" = cuda ]; then
         # BIN (the bundled binary) and DATA (the bundled MNIST); see gpu_bundle_env.sh.
