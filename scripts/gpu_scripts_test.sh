@@ -18,8 +18,8 @@
 # end, reported done, a third stopped by SIGTERM with its training process (a second
 # cpu_table.sh on the same runs refused meanwhile), and the table
 # published under the cpu names; --save of the runs into --progress, and a fresh runs folder
-# restored from it by run (which resumes), --report and --publish. Also checks that gpu_session.sh refuses gpu_table.sh's own
-# modes.
+# restored from it by run (which resumes), --report and --publish. Also checks that
+# gpu_session.sh refuses gpu_table.sh's own modes.
 #
 #   bash scripts/gpu_scripts_test.sh      # about a minute; needs data/mnist (scripts/setup.sh)
 set -euo pipefail
@@ -177,6 +177,10 @@ bash scripts/cpu_table.sh "${SAVE[@]}" --runs "$T/new" --report > "$T/save-repor
 grep -q "restored" "$T/save-report2.log" && fail "--report restored over runs that were ahead"
 bash scripts/cpu_table.sh "${SAVE[@]}" --runs "$T/new" --save > /dev/null
 [ "$(epochs "$T/saved/tiny-m1")" = 2 ] || fail "--save did not replace the older saved run"
+# --publish from a fresh runs folder publishes the saved runs.
+bash scripts/cpu_table.sh "${SAVE[@]}" --runs "$T/new-publish" --publish --results "$T/save-results" > "$T/save-publish.log"
+[ "$(grep -c '"type":"epoch"' "$T/save-results/logs/tiny-cpu-m2.jsonl")" = 2 ] ||
+    { cat "$T/save-publish.log"; fail "--publish did not restore and publish the saved runs"; }
 
 rc=0
 bash scripts/cpu_table.sh --device gpu > "$T/bad.log" 2>&1 || rc=$?

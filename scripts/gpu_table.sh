@@ -136,8 +136,12 @@ copy_run() {
     tmp="$(mktemp -d "$(dirname "$dst")/.copy.XXXXXX")" && chmod 755 "$tmp"
     cp "$src/checkpoint.bin" "$tmp/" && cp "$src/log.jsonl" "$tmp/" &&
         { [ ! -f "$src/train.out" ] || cp "$src/train.out" "$tmp/"; } || { rm -rf "$tmp"; return 1; }
-    [ -d "$dst" ] && mv "$dst" "$dst.old"
-    mv "$tmp" "$dst" && rm -rf "$dst.old"
+    swap_in "$tmp" "$dst"
+}
+# Put folder $1 in place of folder $2 (a run), so an interruption never leaves a half-written run.
+swap_in() {
+    [ -d "$2" ] && mv "$2" "$2.old"
+    mv "$1" "$2" && rm -rf "$2.old"
 }
 # Every run of --progress that the runs folder lacks or is behind on, copied into it.
 restore_runs() {
@@ -195,9 +199,7 @@ unpack)
             rm -rf "$tmp"
             continue
         fi
-        # Swap folders so an interruption never leaves a half-written run.
-        [ -d "$old" ] && mv "$old" "$old.old"
-        mv "$new" "$old" && rm -rf "$old.old" "$tmp"
+        swap_in "$new" "$old" && rm -rf "$tmp"
         echo "$PRESET-m$m: $(progress "$old")"
     done
     # gpu_session.sh's record of a passed check: the next session with the same bundle skips it.
